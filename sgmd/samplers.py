@@ -1,0 +1,109 @@
+"""Samplers: classifier-free guidance, the two few-step update rules, backward simulation with a
+random exit step (training rollout), and the multi-step CFG teacher sampler.
+
+A `velocity` callable is `f(x, sigma[B]) -> v` (conditioning already bound); `model_velocity`
+binds a Wan model and a text context. Everything here is pure tensor math (method doc s1-2)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .errors import SGMDError
+from .schedules import sigma_to_timestep, validate_sigmas
+
+UPDATE_RULES = ("euler", "renoise")
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def model_velocity(model, context: torch.Tensor) -> Velocity:
+    return lambda x, sigma: model(x, sigma_to_timestep(sigma), context)
+
+
+def cfg_velocity(model, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> Velocity:
+    """Standard-form CFG `v_u + w (v_c - v_u)`: w = 1 is the plain conditional model (one pass);
+    otherwise one batched pass over [cond; uncond]."""
+    if scale == 1.0 or uncond is None:
+        return model_velocity(model, cond)
+
+    def v(x, sigma):
+        out = model(torch.cat([x, x]), sigma_to_timestep(torch.cat([sigma, sigma])), torch.cat([cond, uncond]))
+        v_c, v_u = out.chunk(2)
+        return v_u + scale * (v_c - v_u)
+
+    return v
+
+
+def denoised(x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """x0 estimate `x - s v`; sigma is [B] and broadcast over C, F, H, W."""
+    return x - _b(sigma, x) * v
+
+
+def few_step_update(x, v, sigma, sigma_next, rule: str, noise: torch.Tensor | None = None):
+    """One student step. `euler`: x + (s' - s) v (SGMD reference, ComfyUI `euler`).
+    `renoise`: (1 - s') x0 + s' eps_fresh (DMD2 / Self-Forcing, ComfyUI `lcm`)."""
+    if rule == "euler":
+        return x + _b(sigma_next - sigma, x) * v
+    if rule == "renoise":
+        x0 = denoised(x, sigma, v)
+        if noise is None:
+            raise ValueError("renoise needs fresh noise")
+        return (1 - _b(sigma_next, x)) * x0 + _b(sigma_next, x) * noise
+    raise SGMDError(f"unknown update rule {rule!r}; choose one of {', '.join(UPDATE_RULES)}")
+
+
+def sample_few_step(velocity: Velocity, noise: torch.Tensor, sigmas: torch.Tensor, rule: str = "euler",
+                    generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Run the whole student schedule from `noise` (at sigmas[0]) to a clean sample."""
+    sigmas = validate_sigmas(sigmas.float().cpu())
+    x = noise  # pure noise at sigmas[0] (= 1 for text-to-video)
+    for i in range(len(sigmas) - 1):
+        x, x0 = _step(velocity, x, sigmas, i, rule, generator)
+        if callback is not None:
+            callback(i, x, x0)
+    return x
+
+
+def _step(velocity, x, sigmas, i, rule, generator):
+    b = x.shape[0]
+    s = sigmas[i].to(x.device).expand(b)
+    s_next = sigmas[i + 1].to(x.device).expand(b)
+    v = velocity(x, s)
+    noise = None
+    if rule == "renoise" and sigmas[i + 1] > 0:
+        noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+    x0 = denoised(x, s, v)
+    x_next = x0 if sigmas[i + 1] == 0 else few_step_update(x, v, s, s_next, rule, noise)
+    return x_next, x0
+
+
+def rollout(velocity: Velocity, noise: torch.Tensor, sigmas: torch.Tensor, rule: str, exit_index: int,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Backward simulation: steps 0..k-1 without grad, step k with grad; returns that step's x0
+    (the "generator sample"). `exit_index` is drawn by the caller, shared across ranks."""
+    n = len(sigmas) - 1
+    if not 0 <= exit_index < n:
+        raise ValueError(f"exit_index {exit_index} outside 0..{n - 1}")
+    x = noise
+    with torch.no_grad():
+        for i in range(exit_index):
+            x, _ = _step(velocity, x, sigmas, i, rule, generator)
+    s = sigmas[exit_index].to(x.device).expand(x.shape[0])
+    return denoised(x, s, velocity(x, s))
+
+
+def sample_teacher(velocity: Velocity, noise: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+    """Multi-step deterministic Euler (the teacher's sampler; guidance lives in `velocity`)."""
+    x = noise
+    for i in range(len(sigmas) - 1):
+        s = sigmas[i].to(x.device).expand(x.shape[0])
+        v = velocity(x, s)
+        if callback is not None:
+            callback(i, x, denoised(x, s, v))
+        x = x + _b(sigmas[i + 1] - sigmas[i], x).to(x.device) * v
+    return x
+
+
+def _b(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, device=like.device, dtype=like.dtype)
+    return sigma.reshape(-1, *([1] * (like.ndim - 1))) if sigma.ndim else sigma

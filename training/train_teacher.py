@@ -1,0 +1,157 @@
+"""Train the embedded tiny Wan 2.1 teacher on the synthetic text-to-video task (issue 3).
+
+    python training/train_teacher.py [--steps 800] [--out models/sgmd_tiny_teacher.safetensors]
+
+Flow matching on clips generated on the fly (`sgmd.toyvideo`), encoded with the toy codec and the
+toy text encoder, 10% prompt dropout for classifier-free guidance, EMA weights exported in the Wan
+key format (so ComfyUI's UNETLoader loads the file). Resumable: checkpoints go to `<out>.ckpt/`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from sgmd import codec, text, toyvideo  # noqa: E402
+from sgmd.errors import SGMDError  # noqa: E402
+from sgmd.schedules import sigma_to_timestep, warp  # noqa: E402
+from sgmd.wan import WanConfig, WanModel  # noqa: E402
+from sgmd.weights import read_safetensors, write_safetensors  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = WanConfig(dim=128, ffn_dim=256, num_layers=3)
+TRAIN_SIGMA_SHIFT = 3.0  # denser training near high noise, where the layout (colour, path) is decided
+CFG_DROPOUT = 0.1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=800, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=6e-4, help="peak AdamW lr (100-step warm-up, cosine to 10%%)")
+    p.add_argument("--ema", type=float, default=0.998, help="EMA decay of the exported weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=os.path.join(ROOT, "models", "sgmd_tiny_teacher.safetensors"))
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--max-minutes", type=float, default=0, help="stop early (and export) after this wall time; 0 = off")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    return p
+
+
+def lr_at(step: int, total: int, peak: float) -> float:
+    if step < 100:
+        return peak * (step + 1) / 100
+    frac = (step - 100) / max(1, total - 100)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def flow_matching_step(model, frames, prompts, g):
+    """One flow-matching loss on a batch of RGB clips."""
+    x0 = codec.encode(frames)
+    b = x0.shape[0]
+    drop = torch.rand(b, generator=g) < CFG_DROPOUT
+    ctx = text.encode_text([("" if d else p) for p, d in zip(prompts, drop.tolist())])
+    sigma = warp(torch.rand(b, generator=g), TRAIN_SIGMA_SHIFT)
+    eps = torch.randn(x0.shape, generator=g)
+    s = sigma.view(b, 1, 1, 1, 1)
+    x = (1 - s) * x0 + s * eps
+    v = model(x, sigma_to_timestep(sigma), ctx)
+    return (v - (eps - x0)).pow(2).mean()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = WanModel(TINY_CONFIG)
+    torch.nn.init.zeros_(model.head.head.weight)
+    torch.nn.init.zeros_(model.head.head.bias)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    g = torch.Generator().manual_seed(args.seed)
+    train_set = set(toyvideo.training_prompts())
+    ckpt = args.out + ".ckpt.safetensors"
+    step = 0
+    if os.path.exists(ckpt):
+        tensors, meta = read_safetensors(ckpt)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        opt.load_state_dict(_unflatten_opt(tensors, json.loads(meta["opt"])))
+        g.set_state(tensors["rng"])
+        step = int(meta["step"])
+        print(f"resumed from {ckpt} at step {step}", flush=True)
+    t0, losses = time.time(), []
+    while step < args.steps:
+        prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr)
+        loss = flow_matching_step(model, frames, prompts, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay) if v.is_floating_point() else ema[k].copy_(v)
+        losses.append(loss.item())
+        if step % 10 == 0:
+            el = time.time() - t0
+            print(f"step {step}/{args.steps} loss {sum(losses[-10:]) / 10:.4f} lr {lr_at(step, args.steps, args.lr):.2e} "
+                  f"{el / 60:.1f} min", flush=True)
+        out_of_time = args.max_minutes and time.time() - t0 > args.max_minutes * 60
+        if step % args.checkpoint_every == 0 or step == args.steps or out_of_time:
+            flat, struct = _flatten_opt(opt.state_dict())
+            tensors = {**{"model." + k: v for k, v in model.state_dict().items()},
+                       **{"ema." + k: v for k, v in ema.items()}, **flat, "rng": g.get_state()}
+            write_safetensors(ckpt, tensors, {"step": str(step), "opt": json.dumps(struct)})
+        if out_of_time:
+            print(f"stopping at step {step}: --max-minutes reached", flush=True)
+            break
+    meta = {
+        "sgmd_teacher": json.dumps({
+            "task": "sgmd-toyvideo-v1", "frames": toyvideo.FRAMES, "size": toyvideo.SIZE,
+            "config": TINY_CONFIG.to_dict(), "steps": step, "batch_size": args.batch_size, "lr": args.lr,
+            "ema": args.ema, "seed": args.seed, "train_sigma_shift": TRAIN_SIGMA_SHIFT, "cfg_dropout": CFG_DROPOUT,
+        }),
+    }
+    write_safetensors(args.out, ema, meta)
+    print(f"wrote {args.out} after {step} steps in {(time.time() - t0) / 60:.1f} min", flush=True)
+    return 0
+
+
+def _flatten_opt(sd: dict) -> tuple[dict, dict]:
+    """Optimizer state -> flat tensors + JSON structure (checkpoints never use pickle)."""
+    flat, state = {}, {}
+    for pid, st in sd["state"].items():
+        state[str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                flat[f"opt.{pid}.{k}"] = v
+                state[str(pid)][k] = None
+            else:
+                state[str(pid)][k] = v
+    return flat, {"state": state, "param_groups": sd["param_groups"]}
+
+
+def _unflatten_opt(tensors: dict, struct: dict) -> dict:
+    state = {int(pid): {k: tensors[f"opt.{pid}.{k}"] if v is None else v for k, v in st.items()}
+             for pid, st in struct["state"].items()}
+    return {"state": state, "param_groups": struct["param_groups"]}
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SGMDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
