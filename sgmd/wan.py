@@ -170,7 +170,9 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 (Wan does this for bf16 stability)."""
 
     def forward(self, x):
-        return super().forward(x.float()).type_as(x)
+        w = None if self.weight is None else self.weight.float()  # bf16/fp16 gains: CPU needs fp32
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).type_as(x)
 
 
 class Attention(nn.Module):
@@ -246,7 +248,6 @@ class WanModel(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList([WanBlock(cfg) for _ in range(cfg.num_layers)])
         self.head = WanHead(cfg)
-        self.register_buffer("rope_freqs", rope_frequencies(HEAD_DIM), persistent=False)
         self.gradient_checkpointing = False
 
     @property
@@ -261,11 +262,12 @@ class WanModel(nn.Module):
             raise SGMDError(f"latent size {f}x{h}x{w} is not divisible by the patch size {cfg.patch_size}")
         grid = (f // pt, h // ph, w // pw)
         tokens = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2)  # [B, S, dim]
-        rot = rope_grid(self.rope_freqs, grid).to(x.device)
+        # RoPE table built per call (not a buffer: Module.to(dtype) would cast a complex buffer to real)
+        rot = rope_grid(rope_frequencies(HEAD_DIM, max_len=max(grid)), grid).to(x.device)
         t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
         with torch.autocast(x.device.type, enabled=False):
             e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(self.time_embedding[0].weight.dtype)).float()
-            e6 = self.time_projection(e).float().unflatten(1, (6, cfg.dim))
+            e6 = self.time_projection(e.to(self.time_projection[1].weight.dtype)).float().unflatten(1, (6, cfg.dim))
         ctx = self.text_embedding(context.to(self.dtype))
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():

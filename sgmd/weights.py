@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import SGMDError
-from .wan import HEAD_DIM, WanConfig, WanModel, rope_frequencies, strip_prefix
+from .wan import WanConfig, WanModel, strip_prefix
 
 
 def read_safetensors(path: str) -> tuple[dict, dict]:
@@ -86,7 +86,6 @@ def wan_from_state_dict(sd: dict, dtype=torch.float32, device="cpu", name: str =
     if missing or unexpected:
         what = (f"missing {sorted(missing)[:3]}" if missing else "") + (f" unexpected {sorted(unexpected)[:3]}" if unexpected else "")
         raise SGMDError(f"{name} does not match the Wan 2.1 T2V layout: {what.strip()}")
-    model = model.to_empty(device=device)
+    model = model.to_empty(device=device).to(dtype)  # meta params are fp32: cast before copying in
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True)
-    model.rope_freqs = rope_frequencies(HEAD_DIM).to(device)  # non-persistent: was left empty on meta
     return model
