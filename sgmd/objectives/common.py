@@ -1,0 +1,185 @@
+"""What SGMD and DMD2 share: the pure tensor math (noising, normaliser, flow matching, guided
+teacher) and the draws every distillation objective makes from a `Batch` (exit index, generator
+sample, score noise level), plus the fake-score loss both use (method doc sections 2-5).
+
+Random draws come from `batch.generator` (CPU) in a fixed order: exit index, initial noise,
+rollout re-noise (rule `renoise` only), score sigma, score noise. The exit index is the first
+draw, so ranks that share that generator's seed agree on it, as the method requires."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from ..errors import SGMDError
+from ..samplers import UPDATE_RULES, denoised, rollout
+from ..schedules import DEFAULT_STUDENT_SHIFT, sample_score_sigma, student_sigmas, validate_sigmas
+from .base import Batch, LossOutput, Roles
+from .diversity import TeacherAnchor
+
+NORMALISER_EPS = 1e-8
+
+# ---------------------------------------------------------------------------------------------
+# pure tensor math
+
+
+def per_sample(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[B] -> [B, 1, ..., 1] to broadcast over C, F, H, W."""
+    return sigma.to(like.device, like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def noised(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """`(1 - s) x0 + s eps`; differentiable in x0 (SGMD needs that, DMD calls it under no_grad)."""
+    s = per_sample(sigma, x0)
+    return (1 - s) * x0 + s * eps
+
+
+def score_normaliser(g: torch.Tensor, d_teacher: torch.Tensor) -> torch.Tensor:
+    """Per-sample `stopgrad(mean_{C,F,H,W} |g - D_T|)`, shaped [B, 1, 1, 1, 1]."""
+    return (g - d_teacher).abs().mean(dim=tuple(range(1, g.ndim)), keepdim=True).detach()
+
+
+def flow_matching_loss(v_pred: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """`0.5 mean((v - (eps - x0))^2)`: the fake score's loss on generator samples (L_RC)."""
+    return 0.5 * (v_pred - (eps - x0)).pow(2).mean()
+
+
+def guided_teacher_velocity(roles: Roles, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+                            uncond: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Standard-form CFG `v_u + w (v_c - v_u)` under no_grad, one batched [cond; uncond] call
+    (w = 1: one plain conditional call)."""
+    with torch.no_grad():
+        if scale == 1.0 or uncond is None:
+            return roles.teacher(x, sigma, cond)
+        v_c, v_u = roles.teacher(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, uncond])).chunk(2)
+        return v_u + scale * (v_c - v_u)
+
+
+def teacher_passes_per_call(scale: float) -> int:
+    """Cost of one guided teacher call in batch-B forward passes (CFG doubles the batch)."""
+    return 1 if scale == 1.0 else 2
+
+
+def expected_exit_index(num_steps: int, min_exit: int = 0) -> float:
+    """Mean of the exit index, uniform over min_exit..num_steps-1."""
+    return (min_exit + num_steps - 1) / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared part of an objective
+
+
+@dataclass
+class DistillationSetup:
+    """Options every distillation objective has: the student's sampler, the teacher's guidance,
+    the score noise level and the optional teacher anchor. SGMD and DMD2 add their own fields."""
+
+    sigmas: torch.Tensor = field(default_factory=student_sigmas, metadata={
+        "help": "student schedule with the final 0 (default: timesteps 1000,750,500,250 at shift 5)"})
+    rule: str = field(default="euler", metadata={
+        "help": "student update rule, identical in training and inference: euler (SGMD reference) or renoise (DMD2 / lcm)"})
+    cfg_scale: float = field(default=3.0, metadata={
+        "help": "teacher classifier-free guidance, standard form (1 = no guidance)"})
+    score_shift: float = field(default=DEFAULT_STUDENT_SHIFT, metadata={
+        "help": "shift of the noise-level distribution of the score terms: s = warp(U{0..999}/1000), clamped to [0.02, 0.98]"})
+    diversity: TeacherAnchor | None = field(default=None, metadata={
+        "help": "teacher-anchor diversity term (True, a dict of TeacherAnchor options, or None = off)"})
+
+    def __post_init__(self):
+        self.sigmas = validate_sigmas(torch.as_tensor(self.sigmas, dtype=torch.float32).detach().cpu().reshape(-1))
+        if self.rule not in UPDATE_RULES:
+            raise SGMDError(f"unknown update rule {self.rule!r}; choose one of {', '.join(UPDATE_RULES)}")
+        if not self.cfg_scale > 0:
+            raise SGMDError(f"cfg_scale must be positive (1 = no guidance); got {self.cfg_scale}")
+        if not self.score_shift > 0:
+            raise SGMDError(f"score_shift must be positive; got {self.score_shift}")
+        self.diversity = TeacherAnchor.from_option(self.diversity)
+        if self.diversity is not None:
+            self.diversity.check_student(self.sigmas)
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    @property
+    def min_exit_index(self) -> int:
+        return self.diversity.min_exit_index if self.diversity is not None else 0
+
+    # draws ----------------------------------------------------------------------------------
+
+    def draw_exit_index(self, batch: Batch) -> int:
+        """Uniform over the student steps (never 0 with the teacher anchor on)."""
+        return int(torch.randint(self.min_exit_index, self.num_steps, (1,), generator=batch.generator).item())
+
+    def draw_noise(self, batch: Batch) -> torch.Tensor:
+        shape = (batch.context.shape[0], *batch.latent_shape)
+        return torch.randn(shape, generator=batch.generator).to(batch.context.device)
+
+    def draw_score_sigma(self, batch: Batch) -> torch.Tensor:
+        return sample_score_sigma(batch.context.shape[0], batch.generator, self.score_shift, device=batch.context.device)
+
+    def generator_sample(self, roles: Roles, batch: Batch, noise: torch.Tensor, exit_index: int) -> torch.Tensor:
+        """Backward simulation: grad flows only through the exit step (wrap in no_grad for none)."""
+        velocity = lambda x, sigma: roles.generator(x, sigma, batch.context)  # noqa: E731
+        return rollout(velocity, noise, self.sigmas, self.rule, exit_index, batch.generator)
+
+    def teacher_denoised(self, roles: Roles, x: torch.Tensor, sigma: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """`stopgrad(x - s CFG_w(T)(x, s, c))`."""
+        with torch.no_grad():
+            x = x.detach()
+            return denoised(x, sigma, guided_teacher_velocity(roles, x, sigma, batch.context, batch.uncond, self.cfg_scale))
+
+    def anchor_term(self, roles: Roles, batch: Batch, noise: torch.Tensor, logs: dict) -> torch.Tensor | float:
+        if self.diversity is None:
+            return 0.0
+        loss = self.diversity.loss(roles, batch, noise, self.cfg_scale)
+        logs["diversity"] = float(loss.detach())
+        return loss
+
+    # the fake-score loss both objectives use ------------------------------------------------
+
+    def fake_flow_matching(self, roles: Roles, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor, dict]:
+        """Flow matching of the fake score on a fresh, fully stop-gradient generator sample.
+        No teacher pass: the fake phase needs none. Returns (loss, x, sigma, v_fake, logs)."""
+        k = self.draw_exit_index(batch)
+        noise = self.draw_noise(batch)
+        with torch.no_grad():
+            g = self.generator_sample(roles, batch, noise, k)
+        s = self.draw_score_sigma(batch)
+        eps = self.draw_noise(batch)
+        x = noised(g, eps, s)
+        v = roles.fake(x, s, batch.context)
+        loss = flow_matching_loss(v, eps, g)
+        logs = {"flow_matching": float(loss.detach()), "exit_index": k, "score_sigma": float(s.mean())}
+        return loss, x, s, v, logs
+
+    def fake_loss(self, roles: Roles, batch: Batch) -> LossOutput:
+        loss, _, _, _, logs = self.fake_flow_matching(roles, batch)
+        logs["loss"] = logs["flow_matching"]
+        return LossOutput(loss, logs)
+
+    # cost accounting -----------------------------------------------------------------------
+
+    def _rollout_passes(self, num_steps: int | None, fake_updates: int) -> dict:
+        """Generator passes of the two phases plus the teacher's; the objective adds the fake's."""
+        n = num_steps or self.num_steps
+        ek = expected_exit_index(n, self.min_exit_index)
+        return {
+            "generator_forward_no_grad": ek + (ek + 1) * fake_updates,  # gen phase k steps; each fake update k+1
+            "generator_forward_grad": 1.0,  # the exit step of the generator phase
+            "teacher_forward_no_grad": float(teacher_passes_per_call(self.cfg_scale)),
+            "backward_generator": 1.0,
+        }
+
+    def _add_anchor_passes(self, p: dict) -> dict:
+        if self.diversity is not None:
+            for k, v in self.diversity.passes(teacher_passes_per_call(self.cfg_scale)).items():
+                p[k] = p.get(k, 0.0) + v
+        p["forward_total"] = sum(v for k, v in p.items() if "_forward_" in k)
+        p["backward_total"] = sum(v for k, v in p.items() if k.startswith("backward_"))
+        return p

@@ -1,0 +1,103 @@
+"""DMD2 baseline (method doc s5): distribution-matching gradient `(D_F - D_T)/n` applied to the
+generator sample through a stop-gradient surrogate; fake score trained by flow matching on
+generator samples, 5 updates per generator update (two-time-scale rule); optional GAN term."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import SGMDError
+from ..samplers import denoised
+from .base import Batch, LossOutput, Roles
+from .common import NORMALISER_EPS, DistillationSetup, noised, score_normaliser
+from .gan import GANTerm
+
+
+def dmd_gradient(g: torch.Tensor, d_fake: torch.Tensor, d_teacher: torch.Tensor) -> torch.Tensor:
+    """`nan_to_num((D_F - D_T) / (mean_{C,F,H,W}|g - D_T| + eps))`, a constant."""
+    n = score_normaliser(g, d_teacher)
+    return torch.nan_to_num((d_fake - d_teacher).detach() / (n + NORMALISER_EPS))
+
+
+def dmd_loss(g: torch.Tensor, d_fake: torch.Tensor, d_teacher: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """`0.5 mean((g - stopgrad(g - grad))^2)`: its gradient w.r.t. g is `grad / N`.
+    Returns (loss, detached terms)."""
+    grad = dmd_gradient(g, d_fake, d_teacher)
+    loss = 0.5 * (g - (g - grad).detach()).pow(2).mean()
+    return loss, {"dmd_grad_abs": grad.abs().mean(), "normaliser": score_normaliser(g, d_teacher).mean()}
+
+
+@dataclass
+class DMD2(DistillationSetup):
+    """DMD2 objective: several fake-score updates per generator update."""
+
+    fake_updates_per_generator_update: int = field(default=5, metadata={
+        "help": "fake-score updates per generator update (DMD2's two-time-scale rule: 5)"})
+    gan: GANTerm | None = field(default=None, metadata={
+        "help": "optional GAN term (needs real videos); None = off"})
+
+    name = "dmd2"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if int(self.fake_updates_per_generator_update) < 1:
+            raise SGMDError(f"fake_updates_per_generator_update must be >= 1; got {self.fake_updates_per_generator_update}")
+        self.fake_updates_per_generator_update = int(self.fake_updates_per_generator_update)
+
+    def extra_fake_parameters(self) -> list:
+        """Parameters the fake optimizer must also own (the GAN head)."""
+        return self.gan.parameters() if self.gan is not None else []
+
+    def generator_loss(self, roles: Roles, batch: Batch) -> LossOutput:
+        k = self.draw_exit_index(batch)
+        noise = self.draw_noise(batch)
+        g = self.generator_sample(roles, batch, noise, k)
+        s = self.draw_score_sigma(batch)
+        eps = self.draw_noise(batch)
+        logs = {"exit_index": k, "score_sigma": float(s.mean())}
+        extra = 0.0
+        if self.gan is None:
+            with torch.no_grad():
+                x = noised(g.detach(), eps, s)
+                d_fake = denoised(x, s, roles.fake(x, s, batch.context))
+        else:
+            # the same fake pass feeds the GAN head, so it keeps the graph to g (D_F stays a constant)
+            x = noised(g, eps, s)
+            with self.gan.tap:
+                d_fake = denoised(x, s, roles.fake(x, s, batch.context)).detach()
+            extra = self.gan.generator_term(self.gan.logits(train_head=False))
+            logs["gan_generator"] = float(extra.detach())
+        d_teacher = self.teacher_denoised(roles, x, s, batch)
+        loss, terms = dmd_loss(g, d_fake, d_teacher)
+        logs.update({k_: float(v) for k_, v in terms.items()}, dmd=float(loss.detach()))
+        loss = loss + extra + self.anchor_term(roles, batch, noise, logs)
+        logs["loss"] = float(loss.detach())
+        return LossOutput(loss, logs)
+
+    def fake_loss(self, roles: Roles, batch: Batch) -> LossOutput:
+        if self.gan is None:
+            return super().fake_loss(roles, batch)
+        with self.gan.tap:
+            loss, _, _, _, logs = self.fake_flow_matching(roles, batch)
+        logits_fake = self.gan.logits(train_head=True)
+        d = self.gan.discriminator_term(roles, batch, logits_fake, self.draw_score_sigma(batch), self.draw_noise(batch))
+        logs["gan_discriminator"] = float(d.detach())
+        loss = loss + d
+        logs["loss"] = float(loss.detach())
+        return LossOutput(loss, logs)
+
+    def passes_per_iteration(self, num_steps: int | None = None) -> dict:
+        """Expected batch-B network passes of one iteration (generator update + its fake updates)."""
+        u = self.fake_updates_per_generator_update
+        p = self._rollout_passes(num_steps, u)
+        gan_on = self.gan is not None
+        p.update(
+            fake_forward_grad=float(u) + (1.0 if gan_on else 0.0),  # fake phase; + gen phase with GAN
+            fake_forward_no_grad=0.0 if gan_on else 1.0,  # D_F of the generator phase
+            backward_fake=float(u) + (1.0 if gan_on else 0.0),
+        )
+        if gan_on:
+            for key, v in self.gan.passes(u).items():
+                p[key] += v
+        return self._add_anchor_passes(p)

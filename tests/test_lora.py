@@ -1,0 +1,205 @@
+"""Multi-adapter LoRA on one shared base: key names, exactness, ComfyUI export/import, merge."""
+import copy
+
+import pytest
+import torch
+
+from sgmd.errors import SGMDError
+from sgmd.lora import (
+    AdapterRoles,
+    active_adapter,
+    adapter_parameters,
+    attach_lora,
+    base_state_dict,
+    export_adapter,
+    load_adapter,
+    merge_lora_state_dict,
+    set_active_adapter,
+)
+from sgmd.wan import COMFY_PREFIX, WanConfig, WanModel
+from sgmd.weights import read_safetensors, write_safetensors
+
+CFG = WanConfig(dim=128, ffn_dim=128, num_layers=1)
+RANK = 4
+
+
+def tiny_wan(cfg=CFG, seed=0):
+    torch.manual_seed(seed)
+    return WanModel(cfg).eval()
+
+
+def inputs(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 16, 2, 4, 4, generator=g)
+    t = torch.tensor([900.0, 300.0])
+    ctx = torch.randn(2, 4, 4096, generator=g)
+    return x, t, ctx
+
+
+def randomize_ups(model, names=("generator", "fake"), seed=2):
+    """Fresh adapters are exact no-ops (up = 0); tests need adapters that change the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in names:
+            for p in adapter_parameters(model, name)[1::2]:  # (down, up) pairs
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.fixture
+def lora_model():
+    model = tiny_wan()
+    base = copy.deepcopy(model)
+    wrapped = attach_lora(model, rank=RANK, alpha=RANK * 2.0, generator=torch.Generator().manual_seed(0))
+    return model, base, wrapped
+
+
+def test_targets_keys_and_freezing(lora_model):
+    model, base, wrapped = lora_model
+    # q, k, v, o of self- and cross-attention, ffn.0, ffn.2; nothing outside the blocks
+    assert len(wrapped) == 10
+    assert {"blocks.0.self_attn.q", "blocks.0.cross_attn.o", "blocks.0.ffn.0", "blocks.0.ffn.2"} <= set(wrapped)
+    assert set(base_state_dict(model)) == set(base.state_dict())
+    assert "blocks.0.self_attn.q.weight" in model.state_dict()
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(".lora_" in k for k in missing)
+    adapter = {id(p) for a in ("generator", "fake") for p in adapter_parameters(model, a)}
+    assert len(adapter) == 2 * 2 * len(wrapped)
+    for p in model.parameters():
+        assert p.requires_grad == (id(p) in adapter)
+
+
+def test_adapters_off_and_fresh_adapter_equal_base(lora_model):
+    model, base, _ = lora_model
+    x, t, ctx = inputs()
+    with torch.no_grad():
+        ref = base(x, t, ctx)
+        with active_adapter(model, "generator"):  # freshly attached: up = 0
+            assert torch.equal(model(x, t, ctx), ref)
+        randomize_ups(model)
+        assert torch.equal(model(x, t, ctx), ref)  # no adapter active = the teacher, bit-exact
+        with active_adapter(model, "generator"):
+            gen = model(x, t, ctx)
+        with active_adapter(model, "fake"):
+            fake = model(x, t, ctx)
+    assert (gen - ref).abs().max() > 1e-4 and (fake - gen).abs().max() > 1e-4
+
+
+def test_active_adapter_selection(lora_model):
+    model, _, _ = lora_model
+    with pytest.raises(SGMDError):
+        set_active_adapter(model, "student")
+    with active_adapter(model, "fake"):
+        with active_adapter(model, None):
+            assert model.lora_state.active is None
+        assert model.lora_state.active == "fake"
+    assert model.lora_state.active is None
+    with pytest.raises(SGMDError):
+        attach_lora(model, adapters=("fake",))  # name taken
+
+
+def test_export_format_and_load_onto_fresh_base(lora_model, tmp_path):
+    model, base, wrapped = lora_model
+    randomize_ups(model)
+    x, t, ctx = inputs()
+    with torch.no_grad(), active_adapter(model, "generator"):
+        want = model(x, t, ctx)
+    tensors = export_adapter(model, "generator")
+    assert len(tensors) == 3 * len(wrapped)
+    q = "diffusion_model.blocks.0.self_attn.q"
+    assert tensors[f"{q}.lora_down.weight"].shape == (RANK, CFG.dim)
+    assert tensors[f"{q}.lora_up.weight"].shape == (CFG.dim, RANK)
+    assert tensors[f"{q}.alpha"].ndim == 0 and float(tensors[f"{q}.alpha"]) == RANK * 2.0
+    path = tmp_path / "gen_lora.safetensors"
+    write_safetensors(str(path), tensors)
+    loaded, _ = read_safetensors(str(path))
+
+    fresh = copy.deepcopy(base)
+    assert sorted(load_adapter(fresh, "generator", loaded)) == sorted(wrapped)
+    with torch.no_grad(), active_adapter(fresh, "generator"):
+        got = fresh(x, t, ctx)
+    assert (got - want).abs().max() <= 1e-5
+
+    # PEFT spellings, no prefix
+    alias = {k.replace("diffusion_model.", "").replace("lora_down", "lora_A").replace("lora_up", "lora_B"): v
+             for k, v in tensors.items()}
+    other = copy.deepcopy(base)
+    load_adapter(other, "generator", alias)
+    with torch.no_grad(), active_adapter(other, "generator"):
+        assert (other(x, t, ctx) - want).abs().max() <= 1e-5
+
+
+def test_load_into_existing_adapter_keeps_parameters(lora_model):
+    model, _, _ = lora_model
+    randomize_ups(model)
+    params = adapter_parameters(model, "fake")
+    load_adapter(model, "fake", export_adapter(model, "generator"))
+    assert all(a is b for a, b in zip(params, adapter_parameters(model, "fake")))  # optimizer stays valid
+    for a, b in zip(adapter_parameters(model, "fake"), adapter_parameters(model, "generator")):
+        assert torch.equal(a, b)
+
+
+def test_merge_gives_plain_wan_with_same_output(lora_model):
+    model, base, _ = lora_model
+    randomize_ups(model)
+    x, t, ctx = inputs()
+    with torch.no_grad(), active_adapter(model, "generator"):
+        want = model(x, t, ctx)
+    merged = merge_lora_state_dict(base_state_dict(model), export_adapter(model, "generator"))
+    plain = WanModel(CFG)
+    plain.load_state_dict(merged, strict=True)
+    with torch.no_grad():
+        assert (plain(x, t, ctx) - want).abs().max() <= 1e-5
+    # ComfyUI-prefixed base keys keep their prefix
+    prefixed = {COMFY_PREFIX + k: v for k, v in base_state_dict(model).items()}
+    merged2 = merge_lora_state_dict(prefixed, export_adapter(model, "generator"))
+    key = COMFY_PREFIX + "blocks.0.ffn.0.weight"
+    assert torch.equal(merged2[key], merged["blocks.0.ffn.0.weight"])
+    # strength 0 leaves the base untouched
+    zero = merge_lora_state_dict(base.state_dict(), export_adapter(model, "generator"), strength=0.0)
+    assert torch.equal(zero["blocks.0.self_attn.q.weight"], base.state_dict()["blocks.0.self_attn.q.weight"])
+
+
+def test_lora_for_another_model_is_rejected(lora_model):
+    model, base, _ = lora_model
+    big = tiny_wan(WanConfig(dim=256, ffn_dim=128, num_layers=1))
+    attach_lora(big, adapters=("generator",), rank=RANK)
+    foreign = export_adapter(big, "generator")
+    for target in (copy.deepcopy(base), model):
+        with pytest.raises(SGMDError, match="different model size") as e:
+            load_adapter(target, "generator", foreign)
+        assert "\n" not in str(e.value)
+    with pytest.raises(SGMDError, match="different model size"):
+        merge_lora_state_dict(base.state_dict(), foreign)
+    bad = dict(export_adapter(model, "generator"))
+    bad["diffusion_model.blocks.7.self_attn.q.lora_down.weight"] = torch.zeros(RANK, CFG.dim)
+    bad["diffusion_model.blocks.7.self_attn.q.lora_up.weight"] = torch.zeros(CFG.dim, RANK)
+    before = [p.clone() for p in adapter_parameters(model, "generator")]
+    with pytest.raises(SGMDError, match="does not exist"):
+        load_adapter(model, "generator", bad)
+    assert all(torch.equal(a, b) for a, b in zip(before, adapter_parameters(model, "generator")))  # nothing half-loaded
+    with pytest.raises(SGMDError, match="unsupported LoRA key"):
+        load_adapter(model, "generator", {"diffusion_model.blocks.0.self_attn.q.diff": torch.zeros(1)})
+
+
+def test_gradient_checkpointing_recomputes_with_the_right_adapter(lora_model):
+    """Generator pass, then fake pass on its output, backward with no adapter active: the
+    checkpoint recompute must still use each block's original adapter."""
+    model, _, _ = lora_model
+    randomize_ups(model)
+    roles = AdapterRoles(model)
+    x, _, ctx = inputs()
+    s = torch.tensor([0.8, 0.4])
+
+    def grads(checkpointing):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_(True)
+        v = roles.generator(xg, s, ctx)
+        out = roles.fake(xg - v, s, ctx)
+        out.square().mean().backward()
+        return [p.grad.clone() for a in ("generator", "fake") for p in adapter_parameters(model, a)] + [xg.grad]
+
+    plain, ckpt = grads(False), grads(True)
+    model.gradient_checkpointing = False
+    for a, b in zip(plain, ckpt):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
