@@ -1,0 +1,449 @@
+"""Evaluate the teacher and a distilled generator on the held-out prompt set of the toy task.
+
+    python training/evaluate.py --model models/sgmd_tiny_teacher.safetensors \\
+        [--lora GEN_LORA.safetensors | --student-model FULL.safetensors | --samples in.npz] \\
+        [--steps 50 --cfg 3.0 --shift 5] [--recipe-from-lora | --student-timesteps 1000,750,500,250 \\
+        --student-shift 5 --rule euler] [--seeds 4] [--out DIR] [--device cpu]
+
+The teacher is sampled with 50-step CFG Euler (`--steps/--cfg/--shift`); the student with its
+few-step recipe (read from the LoRA's `sgmd_recipe` metadata with `--recipe-from-lora`, else the
+`--student-*` options). `--samples in.npz` evaluates clips made elsewhere (e.g. by ComfyUI) as the
+student; the teacher is then sampled on the same prompts and seeds. Every clip's noise comes from
+its seed (`sgmd.noise`: the ComfyUI rule), so the same seed gives the teacher and the student the
+same starting noise.
+
+Writes to --out: `metrics.json` (teacher, student, quality-bar checks, settings, per-clip
+analyses), `summary.txt` (the table printed at the end), `teacher_samples.npz`,
+`student_samples.npz`. Measures: `sgmd/metrics.py`. Sample files: `videos` uint8 [N, T, H, W, 3]
+decoded RGB at the native 16x16, `prompts` str [N], `seeds` int64 [N].
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from sgmd import codec, metrics, text, toyvideo  # noqa: E402
+from sgmd.errors import SGMDError  # noqa: E402
+from sgmd.noise import CLIP_LATENT_SHAPE, noise_and_generator, noise_for_seeds  # noqa: E402
+from sgmd.samplers import cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
+from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas, teacher_sigmas  # noqa: E402
+from sgmd.weights import load_wan, read_safetensors  # noqa: E402
+
+DEFAULT_SEEDS = 4
+BATCH_SIZE = 16
+SEED_BASE = 10_000  # clip seed = SEED_BASE + 100 * prompt index + k
+
+# Partially specified prompts (all in the teacher's training grammar): 7 without a speed (4 name a
+# direction, 3 name nothing; the speed is then random in the data, so these measure mode collapse),
+# and 4 with a speed but no direction.
+PARTIAL_PROMPTS = (
+    "a red circle moving left",
+    "a green square moving up",
+    "a blue circle moving down",
+    "a yellow square moving right",
+    "a magenta circle",
+    "a cyan square",
+    "a white circle",
+    "a red square moving quickly",
+    "a blue square moving slowly",
+    "a green circle moving quickly",
+    "a white square moving slowly",
+)
+
+# Quality bar (issue): teacher absolute floors; student relative to the teacher.
+TEACHER_FLOORS = {"colour_accuracy": 0.95, "direction_accuracy": 0.90, "speed_accuracy": 0.85}
+STUDENT_ACCURACY_TOLERANCE = 0.05  # accuracies within 5 points of the teacher's
+STUDENT_MOTION_RATIO = 0.9  # motion on unspecified-speed prompts >= 0.9x the teacher's
+STUDENT_DIVERSITY_RATIO = 0.8  # trajectory diversity >= 0.8x the teacher's
+ACCURACIES = ("colour_accuracy", "shape_accuracy", "direction_accuracy", "speed_accuracy")
+
+
+# ------------------------------------------------------------------------------- prompt set
+
+
+def eval_prompt_set(seeds_per_prompt: int = DEFAULT_SEEDS) -> tuple[list[str], list[int]]:
+    """The fixed evaluation set, flattened to one entry per clip: the 14 held-out fully specified
+    prompts (`toyvideo.heldout_prompts`, never seen by the teacher) then `PARTIAL_PROMPTS`, each with
+    `seeds_per_prompt` seeds `SEED_BASE + 100 * prompt_index + k`."""
+    if not 1 <= seeds_per_prompt <= 100:
+        raise SGMDError(f"--seeds must be between 1 and 100; got {seeds_per_prompt}")
+    texts = [p.text for p in toyvideo.heldout_prompts()] + list(PARTIAL_PROMPTS)
+    prompts, seeds = [], []
+    for i, t in enumerate(texts):
+        for k in range(seeds_per_prompt):
+            prompts.append(t)
+            seeds.append(SEED_BASE + 100 * i + k)
+    return prompts, seeds
+
+
+# ------------------------------------------------------------------------------- generation
+
+
+def _device_dtype(model):
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+def _batches(n: int, size: int):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+def _decode_uint8(latent: torch.Tensor) -> np.ndarray:
+    return codec.to_uint8(codec.decode(latent.float().cpu()))
+
+
+@torch.no_grad()
+def generate_teacher(model, prompts, seeds, steps: int = 50, cfg: float = 3.0, shift: float = 5.0,
+                     batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Multi-step CFG Euler samples (empty-prompt uncond), decoded -> uint8 `[N, T, H, W, 3]`."""
+    device, dtype = _device_dtype(model)
+    sigmas = teacher_sigmas(steps, shift)
+    out = []
+    for sl in _batches(len(prompts), batch_size):
+        ps = list(prompts[sl])
+        cond = text.encode_text(ps).to(device, dtype)
+        uncond = text.encode_text([""] * len(ps)).to(device, dtype)
+        noise = noise_for_seeds(seeds[sl], CLIP_LATENT_SHAPE, device, dtype)
+        x = sample_teacher(cfg_velocity(model, cond, uncond, cfg), noise, sigmas)
+        out.append(_decode_uint8(x))
+    return np.concatenate(out) if out else np.zeros((0, toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE, 3), np.uint8)
+
+
+@torch.no_grad()
+def generate_student(model, prompts, seeds, sigmas, rule: str = "euler", cfg: float = 1.0,
+                     batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Few-step samples of a generator (LoRA already merged / active) with its schedule and update
+    rule, decoded -> uint8 `[N, T, H, W, 3]`. `renoise` draws its fresh noise from each clip's own
+    seeded stream (`sgmd.noise.noise_and_generator`), so those clips run one at a time."""
+    device, dtype = _device_dtype(model)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
+    out = []
+    if rule == "renoise":
+        for p, s in zip(prompts, seeds):
+            cond = text.encode_text([p]).to(device, dtype)
+            uncond = text.encode_text([""]).to(device, dtype)
+            noise, g = noise_and_generator(s, CLIP_LATENT_SHAPE, device, dtype)
+            out.append(_decode_uint8(sample_few_step(cfg_velocity(model, cond, uncond, cfg), noise, sigmas, rule, g)))
+    else:
+        for sl in _batches(len(prompts), batch_size):
+            ps = list(prompts[sl])
+            cond = text.encode_text(ps).to(device, dtype)
+            uncond = text.encode_text([""] * len(ps)).to(device, dtype)
+            noise = noise_for_seeds(seeds[sl], CLIP_LATENT_SHAPE, device, dtype)
+            out.append(_decode_uint8(sample_few_step(cfg_velocity(model, cond, uncond, cfg), noise, sigmas, rule)))
+    return np.concatenate(out) if out else np.zeros((0, toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE, 3), np.uint8)
+
+
+def apply_lora(model, lora_tensors: dict, strength: float = 1.0):
+    """Fold a LoRA file's tensors into the model's weights (`sgmd.lora.merge_lora_state_dict`)."""
+    from sgmd.lora import merge_lora_state_dict
+
+    model.load_state_dict(merge_lora_state_dict(model.state_dict(), lora_tensors, strength))
+    return model
+
+
+# ------------------------------------------------------------------------------- sample files
+
+
+def write_samples_npz(path: str, videos_uint8, prompts, seeds) -> None:
+    """Atomic write of `videos` uint8 [N, T, H, W, 3], `prompts` str [N], `seeds` int64 [N]."""
+    v = np.asarray(videos_uint8)
+    if v.dtype != np.uint8 or v.ndim != 5 or v.shape[-1] != 3:
+        raise SGMDError(f"samples must be uint8 [N, T, H, W, 3]; got {v.dtype} {tuple(v.shape)}")
+    p = np.array([str(x) for x in prompts], dtype=np.str_)
+    s = np.array([int(x) for x in seeds], dtype=np.int64)
+    if not (len(v) == len(p) == len(s)):
+        raise SGMDError(f"{len(v)} videos, {len(p)} prompts and {len(s)} seeds: need one of each per clip")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, videos=v, prompts=p.reshape(-1), seeds=s)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_samples_npz(path: str) -> tuple[np.ndarray, list[str], list[int]]:
+    """-> (videos uint8 [N, T, H, W, 3], prompts, seeds). No pickle; a bad file -> SGMDError."""
+    if not os.path.isfile(path):
+        raise SGMDError(f"samples file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            v, p, s = z["videos"], z["prompts"], z["seeds"]
+    except KeyError as e:
+        raise SGMDError(f"{path} lacks the array {e.args[0]!r} (need videos, prompts, seeds)") from None
+    except Exception as e:  # noqa: BLE001 - np.load raises several types for garbage
+        raise SGMDError(f"cannot read {path} as a samples .npz ({type(e).__name__}: {str(e)[:120]})") from None
+    if v.dtype != np.uint8 or v.ndim != 5 or v.shape[-1] != 3:
+        raise SGMDError(f"{path}: videos must be uint8 [N, T, H, W, 3]; got {v.dtype} {tuple(v.shape)}")
+    if p.ndim != 1 or s.ndim != 1 or not (len(v) == len(p) == len(s)):
+        raise SGMDError(f"{path}: need one prompt and one seed per video; got {len(v)}, {p.shape}, {s.shape}")
+    if not np.issubdtype(s.dtype, np.integer):
+        raise SGMDError(f"{path}: seeds must be integers; got {s.dtype}")
+    return v, [str(x) for x in p], [int(x) for x in s]
+
+
+# ------------------------------------------------------------------------------- quality bar
+
+
+def quality_checks(teacher: dict, student: dict | None = None) -> list[dict]:
+    """The issue's quality bar as a list of {who, measure, value, bar, passed}; a check whose inputs
+    are missing has passed None (not counted either way)."""
+    checks = []
+
+    def add(who, measure, value, bar, ok):
+        checks.append({"who": who, "measure": measure, "value": value, "bar": bar,
+                       "passed": None if ok is None else bool(ok)})
+
+    for m, floor in TEACHER_FLOORS.items():
+        v = teacher.get(m)
+        add("teacher", m, v, f">= {floor:.0%}", None if v is None else v >= floor)
+    if student is None:
+        return checks
+    for m in ACCURACIES:
+        t, s = teacher.get(m), student.get(m)
+        ok = None if t is None or s is None else s >= t - STUDENT_ACCURACY_TOLERANCE - 1e-12
+        add("student", m, s, f">= teacher - {STUDENT_ACCURACY_TOLERANCE * 100:.0f} pts", ok)
+    for m, ratio in (("mean_motion_unspecified_speed", STUDENT_MOTION_RATIO), ("diversity", STUDENT_DIVERSITY_RATIO)):
+        t, s = teacher.get(m), student.get(m)
+        ok = None if t is None or s is None else s >= ratio * t - 1e-12
+        add("student", m, s, f">= {ratio}x teacher", ok)
+    return checks
+
+
+def _verdict(checks, who) -> str:
+    vals = [c["passed"] for c in checks if c["who"] == who and c["passed"] is not None]
+    return "n/a" if not vals else ("PASS" if all(vals) else "FAIL")
+
+
+_ROWS = (  # key, label, kind
+    ("colour_accuracy", "colour accuracy", "pct"),
+    ("shape_accuracy", "shape accuracy", "pct"),
+    ("direction_accuracy", "direction accuracy", "pct"),
+    ("speed_accuracy", "speed-class accuracy", "pct"),
+    ("overall_accuracy", "mean of accuracies", "pct"),
+    ("all_correct", "clips all correct", "pct"),
+    ("mean_motion", "motion, all (px/frame)", "ratio"),
+    ("mean_motion_unspecified_speed", "motion, speed unspecified", "ratio"),
+    ("speed_classes_unspecified_speed.still", "  still (speed unspecified)", "pct"),
+    ("speed_classes_unspecified_speed.slowly", "  slowly (speed unspecified)", "pct"),
+    ("speed_classes_unspecified_speed.quickly", "  quickly (speed unspecified)", "pct"),
+    ("temporal_consistency", "temporal consistency", "diff"),
+    ("diversity", "diversity (trajectories)", "ratio"),
+    ("diversity_pixels", "diversity (pixels, RMS)", "ratio"),
+    ("fd", "FD to real clips", "diff"),
+    ("fd_to_teacher", "FD student to teacher", "diff"),
+    ("n_degenerate", "degenerate clips", "count"),
+    ("n_clips", "clips", "count"),
+)
+
+
+def _get(d: dict | None, key: str):
+    if d is None:
+        return None
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _fmt(v, kind) -> str:
+    if v is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * v:.1f}%"
+    if kind == "count":
+        return str(int(v))
+    return f"{v:.3f}"
+
+
+def format_summary(teacher_metrics: dict, student_metrics: dict | None = None) -> str:
+    """One-screen table: rows = measures, columns teacher / student / student vs teacher, with the
+    quality bar marked (ok / FAIL) next to each checked value."""
+    checks = quality_checks(teacher_metrics, student_metrics)
+    mark = {(c["who"], c["measure"]): ("ok" if c["passed"] else "FAIL") for c in checks if c["passed"] is not None}
+    lines = [f"{'measure':30s} {'teacher':>14s} {'student':>14s} {'vs teacher':>12s}", "-" * 73]
+    for key, label, kind in _ROWS:
+        t, s = _get(teacher_metrics, key), _get(student_metrics, key)
+        tc = _fmt(t, kind) + (f" {mark[('teacher', key)]}" if ("teacher", key) in mark else "")
+        sc = _fmt(s, kind) + (f" {mark[('student', key)]}" if ("student", key) in mark else "")
+        rel = "-"
+        if t is not None and s is not None:
+            if kind == "pct":
+                rel = f"{100 * (s - t):+.1f} pts"
+            elif kind == "ratio":
+                rel = f"x{s / t:.2f}" if t else "-"
+            elif kind in ("diff", "count"):
+                rel = f"{s - t:+.3f}" if kind == "diff" else f"{int(s - t):+d}"
+        lines.append(f"{label:30s} {tc:>14s} {sc if student_metrics is not None else '':>14s} {rel:>12s}")
+    lines.append("-" * 73)
+    bar = (f"teacher bar (colour >= 95%, direction >= 90%, speed >= 85%): {_verdict(checks, 'teacher')}")
+    lines.append(bar)
+    if student_metrics is not None:
+        lines.append("student bar (accuracies within 5 pts, motion >= 0.9x, diversity >= 0.8x): "
+                     + _verdict(checks, "student"))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="teacher: Wan 2.1 T2V safetensors (the student's base too)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--lora", default="", help="student: a generator LoRA exported by the trainer")
+    who.add_argument("--student-model", default="", help="student: a full-weight generator file")
+    who.add_argument("--samples", default="", help="student: clips from a samples .npz (e.g. made with ComfyUI)")
+    p.add_argument("--lora-strength", type=float, default=1.0)
+    p.add_argument("--teacher-samples", default="", help="reuse teacher clips from a samples .npz instead of sampling")
+    p.add_argument("--steps", type=int, default=50, help="teacher sampling steps")
+    p.add_argument("--cfg", type=float, default=3.0, help="teacher CFG scale")
+    p.add_argument("--shift", type=float, default=5.0, help="teacher schedule shift")
+    p.add_argument("--recipe-from-lora", action="store_true",
+                   help="take the student's sigmas / rule / cfg from its file's sgmd_recipe metadata")
+    p.add_argument("--student-timesteps", default=",".join(str(t) for t in DEFAULT_STUDENT_TIMESTEPS))
+    p.add_argument("--student-shift", type=float, default=DEFAULT_STUDENT_SHIFT)
+    p.add_argument("--rule", default="euler", choices=("euler", "renoise"), help="student update rule")
+    p.add_argument("--student-cfg", type=float, default=1.0)
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per prompt")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--out", default="", help="output folder (metrics.json, summary.txt, samples)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a quality-bar check fails")
+    return p
+
+
+def student_recipe(args, meta: dict) -> dict:
+    """{sigmas, rule, cfg} for the student: from the file's recipe or from the options."""
+    from sgmd.recipe import SamplingRecipe
+    from sgmd.schedules import parse_timesteps
+
+    if args.recipe_from_lora:
+        r = SamplingRecipe.from_metadata(meta)
+        if r is None:
+            raise SGMDError("--recipe-from-lora: the student file has no sgmd_recipe metadata; give --student-timesteps, "
+                            "--student-shift and --rule instead")
+        return {"sigmas": [float(s) for s in r.sigmas], "rule": r.update_rule, "cfg": float(r.cfg), "source": "file"}
+    sig = student_sigmas(parse_timesteps(args.student_timesteps), args.student_shift)
+    return {"sigmas": [float(s) for s in sig], "rule": args.rule, "cfg": float(args.student_cfg), "source": "options"}
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SGMDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    t0 = time.time()
+    if args.recipe_from_lora and not (args.lora or args.student_model):
+        raise SGMDError("--recipe-from-lora needs --lora or --student-model")
+    student = None
+    if args.samples:
+        student = read_samples_npz(args.samples)
+        prompts, seeds = student[1], student[2]
+    else:
+        prompts, seeds = eval_prompt_set(args.seeds)
+    settings = {"model": args.model, "teacher": {"steps": args.steps, "cfg": args.cfg, "shift": args.shift},
+                "seeds_per_prompt": args.seeds if not args.samples else None, "n_clips": len(prompts),
+                "noise_rule": "sgmd.noise.noise_for_seed: CPU torch.Generator().manual_seed(seed), randn [1,16,F,H,W]"}
+
+    if args.teacher_samples:
+        tv, tp, ts = read_samples_npz(args.teacher_samples)
+        if tp != list(prompts) or ts != list(seeds):
+            raise SGMDError(f"{args.teacher_samples} holds other prompts/seeds than the evaluated set")
+        teacher_videos = tv
+        model = None
+    else:
+        model = load_wan(args.model, torch.float32, args.device).eval()
+        print(f"sampling the teacher: {len(prompts)} clips, {args.steps} steps, cfg {args.cfg}, shift {args.shift}",
+              flush=True)
+        teacher_videos = generate_teacher(model, prompts, seeds, args.steps, args.cfg, args.shift, args.batch_size)
+
+    student_videos = None
+    if student is not None:
+        student_videos = student[0]
+        settings["student"] = {"samples": args.samples}
+    elif args.lora or args.student_model:
+        path = args.lora or args.student_model
+        tensors, meta = read_safetensors(path)
+        recipe = student_recipe(args, meta)
+        if args.lora:
+            base = model if model is not None else load_wan(args.model, torch.float32, args.device).eval()
+            gen = apply_lora(base, tensors, args.lora_strength)
+            model = None  # merged in place: no longer the teacher
+        else:
+            gen = load_wan(path, torch.float32, args.device).eval()
+        print(f"sampling the student: {len(recipe['sigmas']) - 1} steps, rule {recipe['rule']}, cfg {recipe['cfg']}",
+              flush=True)
+        student_videos = generate_student(gen, prompts, seeds, recipe["sigmas"], recipe["rule"], recipe["cfg"],
+                                          args.batch_size)
+        settings["student"] = {"file": path, "lora_strength": args.lora_strength if args.lora else None, **recipe}
+
+    teacher_m = metrics.evaluate_clips(teacher_videos, prompts, seeds, return_per_clip=True)
+    student_m = None
+    if student_videos is not None:
+        student_m = metrics.evaluate_clips(student_videos, prompts, seeds, return_per_clip=True)
+    if student_m is not None:
+        tf = metrics.feature_matrix(metrics.analyse_clips(teacher_videos))
+        sf = metrics.feature_matrix(metrics.analyse_clips(student_videos))
+        student_m["fd_to_teacher"] = metrics.feature_frechet_distance(sf, tf)
+    checks = quality_checks(teacher_m, student_m)
+    summary = format_summary(teacher_m, student_m)
+    print(summary)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        if not args.teacher_samples:
+            write_samples_npz(os.path.join(args.out, "teacher_samples.npz"), teacher_videos, prompts, seeds)
+        if student_videos is not None and not args.samples:
+            write_samples_npz(os.path.join(args.out, "student_samples.npz"), student_videos, prompts, seeds)
+        report = {"settings": settings, "teacher": teacher_m, "student": student_m, "checks": checks,
+                  "teacher_bar": _verdict(checks, "teacher"), "student_bar": _verdict(checks, "student"),
+                  "seconds": round(time.time() - t0, 1)}
+        tmp = os.path.join(args.out, ".metrics.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(_json_safe(report), f, indent=1)
+        os.replace(tmp, os.path.join(args.out, "metrics.json"))
+        with open(os.path.join(args.out, "summary.txt"), "w") as f:
+            f.write(summary + "\n")
+        print(f"wrote {args.out}/metrics.json in {time.time() - t0:.0f} s", flush=True)
+    failed = any(c["passed"] is False for c in checks)
+    return 1 if (args.strict and failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
