@@ -111,6 +111,10 @@ class DistillConfig:
                         "prompt file), seeds 0..N-1.", group="runtime")
     resume: Union[bool, str] = _opt(False, "Continue from the newest valid checkpoint in <out>/checkpoints (`--resume`) "
                                     "or from a given checkpoint file (`--resume PATH`).", group="runtime")
+    evaluate: bool = _opt(True, "After training on the toy task (default prompts), evaluate the 4-step generator on "
+                          "the held-out prompt set (`training/evaluate.py`) and print the summary beside the teacher's "
+                          "figures (teacher clips cached in models/eval/ for the shipped teacher).", group="runtime")
+    eval_seeds: int = _opt(4, "Seeds per prompt of that evaluation (25 prompts).", group="runtime")
     max_nonfinite: int = _opt(5, "Stop when more than N consecutive steps have a non-finite loss or gradient (each "
                               "one is skipped with a warning).", group="runtime")
 

@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -357,6 +358,33 @@ def _json_safe(x):
     if isinstance(x, np.bool_):
         return bool(x)
     return x
+
+
+def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: float = 3.0, shift: float = 5.0) -> str:
+    """Where the teacher's clips for the evaluation set are cached: they depend only on the teacher
+    file and the sampling settings, and take minutes to make on a CPU."""
+    from sgmd.weights import file_sha256
+
+    name = f"teacher_{file_sha256(teacher_path)}_s{seeds}_{steps}steps_cfg{cfg:g}_shift{shift:g}.npz"
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "eval", name)
+
+
+def evaluate_run(teacher_path: str, generator_path: str, out: str, seeds: int = DEFAULT_SEEDS, full: bool = False,
+                 device: str = "cpu") -> int:
+    """The end of a default `training/run.py`: student (recipe from its file) vs teacher on the
+    evaluation set, summary printed, files in `out`. The teacher's clips come from the cache when
+    present, else are sampled (and then cached)."""
+    cache = teacher_cache_path(teacher_path, seeds)
+    argv = ["--model", teacher_path, "--student-model" if full else "--lora", generator_path, "--recipe-from-lora",
+            "--seeds", str(seeds), "--out", out, "--device", "cpu" if device == "auto" else device]
+    if os.path.isfile(cache):
+        argv += ["--teacher-samples", cache]
+    rc = _run(build_parser().parse_args(argv))
+    made = os.path.join(out, "teacher_samples.npz")
+    if not os.path.isfile(cache) and os.path.isfile(made):
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        shutil.copyfile(made, cache)
+    return rc
 
 
 def main(argv=None) -> int:

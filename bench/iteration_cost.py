@@ -1,0 +1,63 @@
+"""Seconds per iteration of SGMD vs DMD2, measured side by side in one run (issue 2).
+
+    python bench/iteration_cost.py [--teacher models/sgmd_tiny_teacher.safetensors] [--iterations 12] [--rounds 3]
+
+Both objectives run the same trainer on the same teacher, batch and LoRA settings. Runs alternate
+(sgmd, dmd2, sgmd, dmd2, ...) so that load from other processes on this shared machine hits both
+alike; the figure is the median over rounds of the mean training seconds per iteration (the
+loop's own `wall_time`, which excludes checkpoint and sample writing; the first iteration of each
+run is dropped as warm-up). It also prints the model passes per iteration that the objectives
+declare (docs/objectives.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from training.config import parse_config  # noqa: E402
+from training.trainer import build, train  # noqa: E402
+
+
+def seconds_per_iteration(out: str) -> float:
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    times = [r["sec_per_iter"] for r in rows[1:] if r.get("sec_per_iter") is not None]
+    return sum(times) / len(times)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="models/sgmd_tiny_teacher.safetensors")
+    p.add_argument("--iterations", type=int, default=12)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=4)
+    args = p.parse_args(argv)
+    common = ["--teacher", args.teacher, "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
+              "--samples", "0", "--no-evaluate", "--checkpoint-every", str(10 ** 6), "--device", "cpu"]
+    results = {"sgmd": [], "dmd2": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for objective in results:
+                out = os.path.join(tmp, f"{objective}_{r}")
+                train(parse_config(common + ["--objective", objective, "--out", out]))
+                results[objective].append(seconds_per_iteration(out))
+                print(f"round {r + 1} {objective}: {results[objective][-1]:.3f} s/iter", flush=True)
+        passes = {o: build(parse_config(common + ["--objective", o, "--out", os.path.join(tmp, "p" + o)]))
+                  .objective.passes_per_iteration() for o in results}
+    med = {o: statistics.median(v) for o, v in results.items()}
+    print(f"\nteacher {args.teacher}, batch {args.batch_size}, {args.iterations} iterations x {args.rounds} rounds, "
+          f"torch threads {__import__('torch').get_num_threads()}")
+    print(f"{'objective':<10}{'s/iter (median)':>18}{'rounds':>30}")
+    for o in results:
+        print(f"{o:<10}{med[o]:>18.3f}{'  '.join(f'{v:.3f}' for v in results[o]):>30}")
+    print(f"DMD2 / SGMD seconds per iteration: {med['dmd2'] / med['sgmd']:.2f}x")
+    print("declared passes per iteration:", json.dumps(passes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
