@@ -33,10 +33,10 @@ CFG_DROPOUT = 0.1
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=800, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=6e-4, help="peak AdamW lr (100-step warm-up, cosine to 10%%)")
-    p.add_argument("--ema", type=float, default=0.998, help="EMA decay of the exported weights")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per step (more, smaller steps learn the motion words sooner)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW lr (100-step warm-up, cosine to 10%%)")
+    p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights (~200-step horizon)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "models", "sgmd_tiny_teacher.safetensors"))
     p.add_argument("--checkpoint-every", type=int, default=50)
