@@ -25,7 +25,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,7 +37,7 @@ from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_and_generator, noise_for_seeds  # noqa: E402
 from sgmd.samplers import cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas, teacher_sigmas  # noqa: E402
-from sgmd.weights import load_wan, read_safetensors  # noqa: E402
+from sgmd.weights import atomic_write, load_wan, read_safetensors  # noqa: E402
 
 DEFAULT_SEEDS = 4
 BATCH_SIZE = 16
@@ -166,19 +165,7 @@ def write_samples_npz(path: str, videos_uint8, prompts, seeds) -> None:
     s = np.array([int(x) for x in seeds], dtype=np.int64)
     if not (len(v) == len(p) == len(s)):
         raise SGMDError(f"{len(v)} videos, {len(p)} prompts and {len(s)} seeds: need one of each per clip")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, videos=v, prompts=p.reshape(-1), seeds=s)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, videos=v, prompts=p.reshape(-1), seeds=s), suffix=".npz")
 
 
 def read_samples_npz(path: str) -> tuple[np.ndarray, list[str], list[int]]:

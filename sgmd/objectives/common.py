@@ -127,6 +127,18 @@ class DistillationSetup:
         velocity = lambda x, sigma: roles.generator(x, sigma, batch.context)  # noqa: E731
         return rollout(velocity, noise, self.sigmas, self.rule, exit_index, batch.generator)
 
+    def draw_generator_sample(self, roles: Roles, batch: Batch, grad: bool):
+        """The random draws both phases start with, in one fixed order: exit index k, initial
+        noise, the rollout to the generator sample g (grad through the exit step only if `grad`),
+        then the score sigma s and noise eps. Returns (k, noise, g, s, eps)."""
+        k = self.draw_exit_index(batch)
+        noise = self.draw_noise(batch)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            g = self.generator_sample(roles, batch, noise, k)
+        s = self.draw_score_sigma(batch)
+        eps = self.draw_noise(batch)
+        return k, noise, g, s, eps
+
     def teacher_denoised(self, roles: Roles, x: torch.Tensor, sigma: torch.Tensor, batch: Batch) -> torch.Tensor:
         """`stopgrad(x - s CFG_w(T)(x, s, c))`."""
         with torch.no_grad():
@@ -146,12 +158,7 @@ class DistillationSetup:
                                                                       torch.Tensor, dict]:
         """Flow matching of the fake score on a fresh, fully stop-gradient generator sample.
         No teacher pass: the fake phase needs none. Returns (loss, x, sigma, v_fake, logs)."""
-        k = self.draw_exit_index(batch)
-        noise = self.draw_noise(batch)
-        with torch.no_grad():
-            g = self.generator_sample(roles, batch, noise, k)
-        s = self.draw_score_sigma(batch)
-        eps = self.draw_noise(batch)
+        k, _, g, s, eps = self.draw_generator_sample(roles, batch, grad=False)
         x = noised(g, eps, s)
         v = roles.fake(x, s, batch.context)
         loss = flow_matching_loss(v, eps, g)

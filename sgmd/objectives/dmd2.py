@@ -50,11 +50,7 @@ class DMD2(DistillationSetup):
         return self.gan.parameters() if self.gan is not None else []
 
     def generator_loss(self, roles: Roles, batch: Batch) -> LossOutput:
-        k = self.draw_exit_index(batch)
-        noise = self.draw_noise(batch)
-        g = self.generator_sample(roles, batch, noise, k)
-        s = self.draw_score_sigma(batch)
-        eps = self.draw_noise(batch)
+        k, noise, g, s, eps = self.draw_generator_sample(roles, batch, grad=True)
         logs = {"exit_index": k, "score_sigma": float(s.mean())}
         extra = 0.0
         if self.gan is None:

@@ -55,11 +55,7 @@ class SGMD(DistillationSetup):
             raise SGMDError(f"lambda_nr must be >= 0; got {self.lambda_nr}")
 
     def generator_loss(self, roles: Roles, batch: Batch) -> LossOutput:
-        k = self.draw_exit_index(batch)
-        noise = self.draw_noise(batch)
-        g = self.generator_sample(roles, batch, noise, k)
-        s = self.draw_score_sigma(batch)
-        eps = self.draw_noise(batch)
+        k, noise, g, s, eps = self.draw_generator_sample(roles, batch, grad=True)
         x = noised(g, eps, s)  # WITH grad: the fake's input Jacobian carries the gradient to g
         d_teacher = self.teacher_denoised(roles, x, s, batch)
         d_fake = denoised(x, s, roles.fake(x, s, batch.context))
