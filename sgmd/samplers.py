@@ -104,6 +104,45 @@ def sample_teacher(velocity: Velocity, noise: torch.Tensor, sigmas: torch.Tensor
     return x
 
 
+def x0_sampler(rule: str, check_interrupt=None):
+    """The few-step rule as a sampler in the k-diffusion calling convention (ComfyUI's `KSAMPLER`):
+    `fn(model, x, sigmas, extra_args=None, callback=None, disable=None)`, where
+    `model(x, sigma[B], **extra_args)` returns the denoised x0 (guidance already applied).
+    Each step: `v = (x - x0) / s`, then `few_step_update`; the last step (to 0) returns x0.
+
+    `renoise` draws its fresh noise from `torch.Generator("cpu").manual_seed(extra_args["seed"])`
+    advanced past one draw of x's shape: the stream of `sgmd.noise.noise_and_generator`, so a clip
+    sampled from that seed's noise continues exactly like `sample_few_step` (seed missing -> 0).
+    `check_interrupt()` is called before every model call (it may raise to cancel)."""
+    if rule not in UPDATE_RULES:
+        raise SGMDError(f"unknown update rule {rule!r}; choose one of {', '.join(UPDATE_RULES)}")
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **_):
+        extra_args = extra_args or {}
+        generator = None
+        if rule == "renoise":
+            generator = torch.Generator("cpu").manual_seed(int(extra_args.get("seed") or 0))
+            torch.randn(x.shape, generator=generator, dtype=torch.float32)  # the initial noise of that seed
+        s_in = x.new_ones([x.shape[0]])
+        for i in range(len(sigmas) - 1):
+            if check_interrupt is not None:
+                check_interrupt()
+            s, s_next = sigmas[i], sigmas[i + 1]
+            x0 = model(x, s * s_in, **extra_args)
+            if callback is not None:
+                callback({"x": x, "i": i, "sigma": s, "sigma_hat": s, "denoised": x0})
+            if s_next == 0:
+                x = x0
+                continue
+            noise = None
+            if generator is not None:
+                noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x)
+            x = few_step_update(x, (x - x0) / s, s * s_in, s_next * s_in, rule, noise)
+        return x
+
+    return sample
+
+
 def _b(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     sigma = torch.as_tensor(sigma, device=like.device, dtype=like.dtype)
     return sigma.reshape(-1, *([1] * (like.ndim - 1))) if sigma.ndim else sigma
