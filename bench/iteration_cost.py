@@ -1,6 +1,6 @@
 """Seconds per iteration of SGMD vs DMD2, measured side by side in one run (issue 2).
 
-    python bench/iteration_cost.py [--teacher models/sgmd_tiny_teacher.safetensors] [--iterations 12] [--rounds 3]
+    python bench/iteration_cost.py [--teacher models/diffusion_models/sgmd_tiny_teacher.safetensors] [--iterations 12] [--rounds 3]
 
 Both objectives run the same trainer on the same teacher, batch and LoRA settings. Runs alternate
 (sgmd, dmd2, sgmd, dmd2, ...) so that load from other processes on this shared machine hits both
@@ -31,7 +31,7 @@ def seconds_per_iteration(out: str) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default="models/sgmd_tiny_teacher.safetensors")
+    p.add_argument("--teacher", default="models/diffusion_models/sgmd_tiny_teacher.safetensors")
     p.add_argument("--iterations", type=int, default=12)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=4)

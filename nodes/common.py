@@ -12,6 +12,9 @@ from comfy_api.latest import io
 
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_MODELS = os.path.join(PACK_ROOT, "models")
+# shipped files by kind, laid out like ComfyUI/models so each list shows only its kind
+PACK_MODEL_FOLDERS = {"diffusion_models": os.path.join(PACK_MODELS, "diffusion_models"),
+                      "loras": os.path.join(PACK_MODELS, "loras")}
 CATEGORY = "SGMD"
 
 # Our socket types (native ones wherever a native type fits).

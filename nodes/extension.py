@@ -1,8 +1,9 @@
 """The pack's V3 extension: registers the model folders, then lists the nodes.
 
-Model folders: a new `sgmd` folder (`ComfyUI/models/sgmd` plus this pack's `models/`), and the
-pack's `models/` is added to `diffusion_models` (the shipped tiny teacher loads with the native
-`UNETLoader`) and to `loras` (the shipped 4-step LoRA loads with `LoraLoaderModelOnly`)."""
+Model folders: a new `sgmd` folder (`ComfyUI/models/sgmd`), and the pack's
+`models/diffusion_models` and `models/loras` are added to ComfyUI's folders of those names (the
+shipped tiny teacher loads with the native `UNETLoader`, the 4-step LoRA with
+`LoraLoaderModelOnly`)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
-from .common import PACK_MODELS
+from .common import PACK_MODEL_FOLDERS
 
 
 def register_model_folders() -> None:
@@ -19,13 +20,13 @@ def register_model_folders() -> None:
     import folder_paths
 
     exts = set(folder_paths.supported_pt_extensions)
-    wanted = [os.path.join(folder_paths.models_dir, "sgmd"), PACK_MODELS]
+    wanted = [os.path.join(folder_paths.models_dir, "sgmd")]
     paths, old_exts = folder_paths.folder_names_and_paths.get("sgmd", ([], set()))
     merged = list(paths) + [p for p in wanted if p not in paths]
     folder_paths.folder_names_and_paths["sgmd"] = (merged, (set(old_exts) | exts) if old_exts else exts)
-    for name in ("diffusion_models", "loras"):
-        if PACK_MODELS not in folder_paths.get_folder_paths(name):
-            folder_paths.add_model_folder_path(name, PACK_MODELS)
+    for name, folder in PACK_MODEL_FOLDERS.items():
+        if folder not in folder_paths.get_folder_paths(name):
+            folder_paths.add_model_folder_path(name, folder)
 
 
 class SGMDExtension(ComfyExtension):

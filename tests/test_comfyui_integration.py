@@ -6,7 +6,7 @@ workflows run through POST /prompt; the 4-step tiny workflow's frames equal our 
 the same prompt and seed; a short training job started from the node finishes and its LoRA loads
 with LoraLoaderModelOnly; a user error is a one-line node error and the server keeps serving.
 
-Models: the shipped models/sgmd_tiny_teacher.safetensors and models/sgmd_tiny_4step_lora.safetensors
+Models: the shipped models/diffusion_models/sgmd_tiny_teacher.safetensors and models/loras/sgmd_tiny_4step_lora.safetensors
 when present, else random tiny stand-ins with the same names (listed first)."""
 from __future__ import annotations
 
@@ -85,13 +85,13 @@ def _stand_in_models(base: str) -> dict:
     from sgmd.wan import WanConfig, WanModel
     from sgmd.weights import load_wan, write_safetensors
 
-    teacher = os.path.join(REPO, "models", TEACHER)
+    teacher = os.path.join(REPO, "models", "diffusion_models", TEACHER)
     if not os.path.isfile(teacher):
         teacher = os.path.join(base, "diffusion_models", TEACHER)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             write_safetensors(teacher, WanModel(WanConfig(dim=128, ffn_dim=256, num_layers=3)).state_dict())
-    lora = os.path.join(REPO, "models", LORA)
+    lora = os.path.join(REPO, "models", "loras", LORA)
     if not os.path.isfile(lora):
         lora = os.path.join(base, "loras", LORA)
         model = load_wan(teacher)
@@ -181,8 +181,11 @@ def test_pack_imports_and_object_info_matches_the_recording(server, object_info)
     unets = object_info["UNETLoader"]["input"]["required"]["unet_name"][0]
     loras = object_info["LoraLoaderModelOnly"]["input"]["required"]["lora_name"][0]
     assert TEACHER in unets and LORA in loras
-    shipped = [f for f in os.listdir(os.path.join(REPO, "models")) if f.endswith(".safetensors")]
-    assert set(shipped) <= set(unets) & set(loras), "the pack's models/ folder is not registered"
+    for folder, listed in (("diffusion_models", unets), ("loras", loras)):
+        path = os.path.join(REPO, "models", folder)
+        shipped = [f for f in os.listdir(path) if f.endswith(".safetensors")] if os.path.isdir(path) else []
+        assert set(shipped) <= set(listed), f"the pack's models/{folder} folder is not registered"
+        assert not set(shipped) & set(unets if folder == "loras" else loras), "a shipped file is listed as the other kind"
 
 
 def test_templates_are_listed_and_served(server):

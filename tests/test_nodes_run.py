@@ -90,9 +90,8 @@ def test_status_pictures(pack):  # noqa: ARG001 (the pack must be loaded)
 def test_model_folders_are_registered(pack):
     _, _, modules = pack
     folder_paths = modules["folder_paths"]
-    pack_models = os.path.join(REPO, "models")
-    for name in ("diffusion_models", "loras", "sgmd"):
-        assert folder_paths.get_folder_paths(name).count(pack_models) == 1, name
+    for name in ("diffusion_models", "loras"):
+        assert folder_paths.get_folder_paths(name).count(os.path.join(REPO, "models", name)) == 1, name
     paths, exts = folder_paths.folder_names_and_paths["sgmd"]
     assert paths[0] == os.path.join(folder_paths.models_dir, "sgmd") and ".safetensors" in exts
 

@@ -36,7 +36,7 @@ class DistillConfig:
     # --- what to distil
     objective: str = _opt("sgmd", "Distillation objective: `sgmd` (1 fake-score update per generator update) or the "
                           "`dmd2` baseline (5).", OBJECTIVES, "task")
-    teacher: str = _opt("models/sgmd_tiny_teacher.safetensors", "Teacher: a Wan 2.1 text-to-video safetensors file "
+    teacher: str = _opt("models/diffusion_models/sgmd_tiny_teacher.safetensors", "Teacher: a Wan 2.1 text-to-video safetensors file "
                         "(original Wan keys, with or without `model.diffusion_model.`). A relative path that does not "
                         "exist in the current directory is looked up in the repository root (where the tiny teacher "
                         "ships).", group="task")

@@ -1,6 +1,6 @@
 """Evaluate the teacher and a distilled generator on the held-out prompt set of the toy task.
 
-    python training/evaluate.py --model models/sgmd_tiny_teacher.safetensors \\
+    python training/evaluate.py --model models/diffusion_models/sgmd_tiny_teacher.safetensors \\
         [--lora GEN_LORA.safetensors | --student-model FULL.safetensors | --samples in.npz] \\
         [--steps 50 --cfg 3.0 --shift 5] [--recipe-from-lora | --student-timesteps 1000,750,500,250 \\
         --student-shift 5 --rule euler] [--seeds 4] [--out DIR] [--device cpu]

@@ -1,10 +1,10 @@
 """Train the embedded tiny Wan 2.1 teacher on the synthetic text-to-video task (issue 3).
 
-    python training/train_teacher.py [--steps 800] [--out models/sgmd_tiny_teacher.safetensors]
+    python training/train_teacher.py [--steps 2000] [--out models/diffusion_models/sgmd_tiny_teacher.safetensors]
 
 Flow matching on clips generated on the fly (`sgmd.toyvideo`), encoded with the toy codec and the
 toy text encoder, 10% prompt dropout for classifier-free guidance, EMA weights exported in the Wan
-key format (so ComfyUI's UNETLoader loads the file). Resumable: checkpoints go to `<out>.ckpt/`.
+key format (so ComfyUI's UNETLoader loads the file). Resumable: checkpoints go to `--checkpoint`.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.schedules import sigma_to_timestep, warp  # noqa: E402
 from sgmd.wan import WanConfig, WanModel  # noqa: E402
 from sgmd.weights import read_safetensors, write_safetensors  # noqa: E402
+from training.checkpoint import flatten_optimizer, unflatten_optimizer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = WanConfig(dim=128, ffn_dim=256, num_layers=3)
@@ -38,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW lr (100-step warm-up, cosine to 10%%)")
     p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights (~200-step horizon)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join(ROOT, "models", "sgmd_tiny_teacher.safetensors"))
+    p.add_argument("--out", default=os.path.join(ROOT, "models", "diffusion_models", "sgmd_tiny_teacher.safetensors"))
+    p.add_argument("--checkpoint", default=os.path.join(ROOT, "runs", "teacher", "checkpoint.safetensors"),
+                   help="resumable training state (kept out of the model folders ComfyUI lists)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--max-minutes", type=float, default=0, help="stop early (and export) after this wall time; 0 = off")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -78,13 +81,13 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     g = torch.Generator().manual_seed(args.seed)
     train_set = set(toyvideo.training_prompts())
-    ckpt = args.out + ".ckpt.safetensors"
+    ckpt = args.checkpoint
     step = 0
     if os.path.exists(ckpt):
         tensors, meta = read_safetensors(ckpt)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-        opt.load_state_dict(_unflatten_opt(tensors, json.loads(meta["opt"])))
+        opt.load_state_dict(unflatten_optimizer(tensors, json.loads(meta["opt"]), "opt"))
         g.set_state(tensors["rng"])
         step = int(meta["step"])
         print(f"resumed from {ckpt} at step {step}", flush=True)
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
                   f"{el / 60:.1f} min", flush=True)
         out_of_time = args.max_minutes and time.time() - t0 > args.max_minutes * 60
         if step % args.checkpoint_every == 0 or step == args.steps or out_of_time:
-            flat, struct = _flatten_opt(opt.state_dict())
+            flat, struct = flatten_optimizer(opt.state_dict(), "opt")
             tensors = {**{"model." + k: v for k, v in model.state_dict().items()},
                        **{"ema." + k: v for k, v in ema.items()}, **flat, "rng": g.get_state()}
             write_safetensors(ckpt, tensors, {"step": str(step), "opt": json.dumps(struct)})
@@ -127,26 +130,6 @@ def main(argv=None) -> int:
     write_safetensors(args.out, ema, meta)
     print(f"wrote {args.out} after {step} steps in {(time.time() - t0) / 60:.1f} min", flush=True)
     return 0
-
-
-def _flatten_opt(sd: dict) -> tuple[dict, dict]:
-    """Optimizer state -> flat tensors + JSON structure (checkpoints never use pickle)."""
-    flat, state = {}, {}
-    for pid, st in sd["state"].items():
-        state[str(pid)] = {}
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                flat[f"opt.{pid}.{k}"] = v
-                state[str(pid)][k] = None
-            else:
-                state[str(pid)][k] = v
-    return flat, {"state": state, "param_groups": sd["param_groups"]}
-
-
-def _unflatten_opt(tensors: dict, struct: dict) -> dict:
-    state = {int(pid): {k: tensors[f"opt.{pid}.{k}"] if v is None else v for k, v in st.items()}
-             for pid, st in struct["state"].items()}
-    return {"state": state, "param_groups": struct["param_groups"]}
 
 
 if __name__ == "__main__":
