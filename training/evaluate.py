@@ -449,10 +449,11 @@ def _run(args) -> int:
         report = {"settings": settings, "teacher": teacher_m, "student": student_m, "checks": checks,
                   "teacher_bar": _verdict(checks, "teacher"), "student_bar": _verdict(checks, "student"),
                   "seconds": round(time.time() - t0, 1)}
-        tmp = os.path.join(args.out, ".metrics.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(_json_safe(report), f, indent=1)
-        os.replace(tmp, os.path.join(args.out, "metrics.json"))
+        def write_report(tmp):
+            with open(tmp, "w") as f:
+                json.dump(_json_safe(report), f, indent=1)
+
+        atomic_write(os.path.join(args.out, "metrics.json"), write_report, suffix=".json")
         with open(os.path.join(args.out, "summary.txt"), "w") as f:
             f.write(summary + "\n")
         print(f"wrote {args.out}/metrics.json in {time.time() - t0:.0f} s", flush=True)

@@ -24,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import fields
@@ -90,10 +89,13 @@ def read_job(job_dir: str) -> dict:
 
 
 def _write_job(job_dir: str, job: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=job_dir, prefix=".tmp_", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(job, f, indent=1)
-    os.replace(tmp, os.path.join(job_dir, JOB_FILE))
+    from sgmd.weights import atomic_write
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(job, f, indent=1)
+
+    atomic_write(os.path.join(job_dir, JOB_FILE), write, suffix=".json")
 
 
 def _update_job(job_dir: str, **changes) -> dict:
@@ -450,15 +452,9 @@ def publish_lora(job_dir: str, loras_dir: str) -> str | None:
     dst = os.path.join(loras_dir, f"sgmd_{st['name']}.safetensors")
     if os.path.isfile(dst) and os.path.getmtime(dst) >= os.path.getmtime(st["lora"]):
         return dst
-    os.makedirs(loras_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=loras_dir, prefix=".tmp_", suffix=".safetensors")
-    os.close(fd)
-    try:
-        shutil.copyfile(st["lora"], tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from sgmd.weights import atomic_write
+
+    atomic_write(dst, lambda tmp: shutil.copyfile(st["lora"], tmp), suffix=".safetensors")
     return dst
 
 
