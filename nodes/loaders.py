@@ -70,10 +70,9 @@ class SGMDGeneratorLoader(io.ComfyNode):
 
 
 def _is_full_wan(sd: dict) -> bool:
-    from sgmd.wan import strip_prefix
+    from sgmd.wan import is_wan_state_dict, strip_prefix
 
-    keys = strip_prefix(sd)
-    return "head.modulation" in keys and "patch_embedding.weight" in keys
+    return is_wan_state_dict(strip_prefix(sd))
 
 
 def _full_patches(model, sd: dict, strength: float, name: str) -> dict:

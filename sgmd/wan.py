@@ -62,7 +62,7 @@ class WanConfig:
     @classmethod
     def from_state_dict(cls, sd: dict) -> "WanConfig":
         """Infer the config from Wan-named keys (prefix already stripped), as ComfyUI does."""
-        if "head.modulation" not in sd or "patch_embedding.weight" not in sd:
+        if not is_wan_state_dict(sd):
             found = ", ".join(sorted(sd)[:4]) or "no tensors"
             raise SGMDError(f"not a Wan 2.1 model file (no head.modulation / patch_embedding; found {found} ...)")
         if any(k.startswith(("img_emb.", "vace_", "control_adapter")) for k in sd) or any(
@@ -92,6 +92,11 @@ class WanConfig:
 
 
 _FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
+
+
+def is_wan_state_dict(sd: dict) -> bool:
+    """Has the two keys every Wan 2.1 DiT has (prefix already stripped)."""
+    return "head.modulation" in sd and "patch_embedding.weight" in sd
 
 
 def strip_prefix(sd: dict) -> dict:
