@@ -21,6 +21,7 @@ import torch  # noqa: E402
 
 from sgmd import codec, text, toyvideo  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
+from sgmd.objectives.common import noised  # noqa: E402
 from sgmd.schedules import sigma_to_timestep, warp  # noqa: E402
 from sgmd.wan import WanConfig, WanModel  # noqa: E402
 from sgmd.weights import read_safetensors, write_safetensors  # noqa: E402
@@ -63,8 +64,7 @@ def flow_matching_step(model, frames, prompts, g):
     ctx = text.encode_text([("" if d else p) for p, d in zip(prompts, drop.tolist())])
     sigma = warp(torch.rand(b, generator=g), TRAIN_SIGMA_SHIFT)
     eps = torch.randn(x0.shape, generator=g)
-    s = sigma.view(b, 1, 1, 1, 1)
-    x = (1 - s) * x0 + s * eps
+    x = noised(x0, eps, sigma)
     v = model(x, sigma_to_timestep(sigma), ctx)
     return (v - (eps - x0)).pow(2).mean()
 

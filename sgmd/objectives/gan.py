@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import SGMDError
 from .base import Batch, Roles
+from .common import noised
 
 
 def gan_generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
@@ -123,9 +124,8 @@ class GANTerm:
         real = self.real_latents(batch).to(batch.context.device)
         if real.shape != eps.shape:
             raise SGMDError(f"real latents have shape {list(real.shape)}, generator samples {list(eps.shape)}; they must match")
-        s = sigma.to(real.device, real.dtype).reshape(-1, *([1] * (real.ndim - 1)))
         with self.tap:
-            roles.fake((1 - s) * real + s * eps, sigma, batch.context)
+            roles.fake(noised(real, eps, sigma), sigma, batch.context)
         logits_real = self.logits(train_head=True)
         return self.discriminator_weight * gan_discriminator_loss(logits_real, logits_fake)
 
