@@ -6,12 +6,20 @@ One latent frame per video frame and one latent pixel per video pixel; decoding 
 - *raw* latents are what a ComfyUI LATENT holds between nodes. ComfyUI's Wan21 latent format maps
   raw -> normalised with `(raw - mean) / std` before sampling and back with `z * std + mean` after,
   so a latent that ComfyUI's sampler makes from our teacher decodes with `decode_raw`.
+
+Colour takes 3 of the 16 channels (`BASIS`). Six of the other 13 carry a fixed *position code*
+(`PLACE`, orthogonal to `BASIS`, so decoding ignores it): a cosine ramp and a cosine bump along
+time, height and width. Wan has RoPE only, no absolute positions, and the background is one flat
+colour, so without this code the model cannot tell the first frame from the last nor an edge from
+the centre, and "moving left" (start right, end left) cannot be expressed at high noise. Real VAE
+latents are never this stationary; the code stands in for that.
 """
 from __future__ import annotations
 
 import torch
 
 LATENT_CHANNELS = 16
+CODEC_ID = "sgmd-toy-codec-v2"  # v1: colour only; v2: colour + position code (amplitude 4)
 VIEW_UPSCALE = 8
 
 # ComfyUI comfy/latent_formats.py Wan21 (scale_factor 1.0): per-channel statistics of the Wan VAE.
@@ -29,16 +37,49 @@ def _basis() -> torch.Tensor:
 
 
 BASIS = _basis()
+POSITION_FEATURES = 6
+# Strong enough to be read through heavy noise by averaging over a frame or a column (the layout
+# is decided around sigma 0.7-0.9); sqrt(2) was too weak: the motion words stayed unused.
+POSITION_AMPLITUDE = 4.0
+
+
+def _place() -> torch.Tensor:
+    """16x6 orthonormal columns spanning part of the complement of BASIS (fixed seed)."""
+    g = torch.Generator().manual_seed(20261123)
+    full = torch.cat([BASIS.double(), torch.randn(LATENT_CHANNELS, POSITION_FEATURES, generator=g, dtype=torch.float64)], 1)
+    q, _ = torch.linalg.qr(full)
+    return q[:, 3:3 + POSITION_FEATURES].float()
+
+
+PLACE = _place()
+
+
+def position_code(frames: int, height: int, width: int) -> torch.Tensor:
+    """The fixed position code `[16, F, H, W]` added by `encode`: per axis, `a cos(pi u)` (a ramp from
+    one end to the other) and `a cos(2 pi u)` (centre vs ends), u = (index + 0.5) / length,
+    a = POSITION_AMPLITUDE, mapped through `PLACE`; defined for any latent size."""
+    a = POSITION_AMPLITUDE
+
+    def axis(n):
+        u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+        return [a * torch.cos(torch.pi * u), a * torch.cos(2 * torch.pi * u)]
+
+    (t1, t2), (h1, h2), (w1, w2) = axis(frames), axis(height), axis(width)
+    ones = torch.ones(frames, height, width, dtype=torch.float64)
+    feats = torch.stack([ones * t1.view(-1, 1, 1), ones * t2.view(-1, 1, 1), ones * h1.view(1, -1, 1),
+                         ones * h2.view(1, -1, 1), ones * w1.view(1, 1, -1), ones * w2.view(1, 1, -1)])
+    return torch.einsum("ck,kfhw->cfhw", PLACE.double(), feats).float()
 
 
 def encode(frames: torch.Tensor) -> torch.Tensor:
     """RGB `[N, F, H, W, 3]` in [0, 1] -> normalised latent `[N, 16, F, H, W]`."""
     z = torch.einsum("cj,nfhwj->ncfhw", BASIS.to(frames), 2 * frames - 1)
-    return z.contiguous()
+    return (z + position_code(*z.shape[2:]).to(z)).contiguous()
 
 
 def decode(latent: torch.Tensor, upscale: int = 1) -> torch.Tensor:
-    """Normalised latent `[N, 16, F, H, W]` -> RGB `[N, F, H*u, W*u, 3]` in [0, 1] (least squares)."""
+    """Normalised latent `[N, 16, F, H, W]` -> RGB `[N, F, H*u, W*u, 3]` in [0, 1] (least squares; the
+    position code is orthogonal to the colour basis and drops out)."""
     basis = BASIS.to(latent)
     rgb = torch.einsum("cj,ncfhw->nfhwj", basis, latent.float()) / (LATENT_CHANNELS / 3)
     rgb = ((rgb + 1) / 2).clamp(0, 1)

@@ -1,0 +1,53 @@
+"""Toy codec: colour round trip, the position code, and ComfyUI's raw/normalised latent spaces."""
+import math
+
+import torch
+
+from sgmd import codec, toyvideo
+
+
+def _clips(n=6, seed=0):
+    return toyvideo.make_batch(n, torch.Generator().manual_seed(seed))[1]
+
+
+def test_colour_round_trip_and_upscale():
+    frames = _clips()
+    z = codec.encode(frames)
+    assert z.shape == (6, 16, toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE)
+    assert torch.allclose(codec.decode(z), frames, atol=1e-6)
+    up = codec.decode(z, upscale=codec.VIEW_UPSCALE)
+    assert up.shape[2] == toyvideo.SIZE * 8 and torch.equal(up[:, :, ::8, ::8], codec.decode(z))
+
+
+def test_position_code_is_invisible_to_decoding_and_reads_back_in_closed_form():
+    assert torch.allclose(codec.BASIS.T @ codec.PLACE, torch.zeros(3, codec.POSITION_FEATURES), atol=1e-6)
+    assert torch.allclose(codec.PLACE.T @ codec.PLACE, torch.eye(codec.POSITION_FEATURES), atol=1e-6)
+    f, h, w = 5, 6, 10
+    code = codec.position_code(f, h, w)
+    # decoding a latent that holds only the code gives mid grey (colour component zero)
+    assert torch.allclose(codec.decode(code[None]), torch.full((1, f, h, w, 3), 0.5), atol=1e-6)
+    feats = torch.einsum("ck,cfhw->kfhw", codec.PLACE, code)
+    u = lambda n: (torch.arange(n) + 0.5) / n  # noqa: E731
+    a = codec.POSITION_AMPLITUDE
+    assert torch.allclose(feats[0, :, 0, 0], a * torch.cos(math.pi * u(f)), atol=1e-5)
+    assert torch.allclose(feats[3, 0, :, 0], a * torch.cos(2 * math.pi * u(h)), atol=1e-5)
+    assert torch.allclose(feats[4, 0, 0, :], a * torch.cos(math.pi * u(w)), atol=1e-5)
+    # every latent position has its own code, so a RoPE-only model can tell where it is
+    flat = code.reshape(16, -1).T
+    assert torch.cdist(flat, flat).add(torch.eye(flat.shape[0]) * 9).min() > 0.1
+
+
+def test_encode_is_colour_plus_code():
+    frames = _clips(2, seed=3)
+    black = codec.encode(torch.zeros_like(frames))
+    assert torch.allclose(black, (-codec.BASIS.sum(1)).view(1, 16, 1, 1, 1) + codec.position_code(*black.shape[2:]), atol=1e-6)
+
+
+def test_raw_and_normalised_are_inverse_and_match_comfyui_convention():
+    z = codec.encode(_clips(2))
+    raw = codec.to_raw(z)
+    mean = torch.tensor(codec.WAN21_LATENT_MEAN).view(1, 16, 1, 1, 1)
+    std = torch.tensor(codec.WAN21_LATENT_STD).view(1, 16, 1, 1, 1)
+    assert torch.allclose(raw, z * std + mean)
+    assert torch.allclose(codec.from_raw(raw), z, atol=1e-5)
+    assert torch.allclose(codec.decode_raw(raw, upscale=1), codec.decode(z), atol=1e-6)
