@@ -65,3 +65,30 @@ def test_architecture_options_reach_the_file(tmp_path):
     assert load_wan(out).cfg.num_heads == 2
     recipe = json.loads(read_safetensors(out)[1]["sgmd_teacher"])
     assert recipe["config"]["num_layers"] == 1 and recipe["train_sigma_shift"] == 2.0
+
+
+def test_lr_cycles_reproduce_a_run_extended_by_resuming(tmp_path):
+    """The shipped teacher ran 2000 steps, then was resumed to 3300: `--lr-cycles` makes that one command."""
+    cycles = train_teacher.parse_cycles("2000", 3300)
+    assert cycles == [2000, 3300]
+    for step in (0, 150, 1999):
+        assert train_teacher.cycled_lr(step, cycles, 1e-3) == train_teacher.lr_at(step, 2000, 1e-3)
+    for step in (2000, 3299):
+        assert train_teacher.cycled_lr(step, cycles, 1e-3) == train_teacher.lr_at(step, 3300, 1e-3)
+    assert train_teacher.cycled_lr(2000, cycles, 1e-3) > train_teacher.cycled_lr(1999, cycles, 1e-3)  # the warm restart
+    straight = _run(tmp_path, "s", "--steps", "3", "--lr-cycles", "2")
+    _run(tmp_path, "x", "--steps", "2")
+    extended = _run(tmp_path, "x", "--steps", "3", "--lr-cycles", "2")
+    a, b = read_safetensors(straight)[0], read_safetensors(extended)[0]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert json.loads(read_safetensors(straight)[1]["sgmd_teacher"])["lr_cycles"] == [2, 3]
+
+
+def test_bad_lr_cycles_is_a_one_line_error():
+    import pytest
+    from sgmd.errors import SGMDError
+
+    for bad in ("2000,1000", "abc", "0"):
+        with pytest.raises(SGMDError, match="--lr-cycles"):
+            train_teacher.parse_cycles(bad, 3300)

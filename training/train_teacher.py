@@ -1,6 +1,6 @@
 """Train the embedded tiny Wan 2.1 teacher on the synthetic text-to-video task (issue 3).
 
-    python training/train_teacher.py [--steps 2000] [--out models/diffusion_models/sgmd_tiny_teacher.safetensors]
+    python training/train_teacher.py [--steps 3300] [--out models/diffusion_models/sgmd_tiny_teacher.safetensors]
 
 Flow matching on clips generated on the fly (`sgmd.toyvideo`), encoded with the toy codec and the
 toy text encoder, 10% prompt dropout for classifier-free guidance, EMA weights exported in the Wan
@@ -35,7 +35,11 @@ CFG_DROPOUT = 0.1
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=3300, help="optimizer steps")
+    p.add_argument("--lr-cycles", default="2000",
+                   help="comma-separated steps where the lr jumps onto the cosine of a longer run: below the first "
+                        "value the lr follows the cosine of a run that long, then the next one's, finally --steps' "
+                        "(the shipped teacher was trained for 2000 steps, then extended to 3300); empty = one cosine")
     p.add_argument("--batch-size", type=int, default=16, help="clips per step (more, smaller steps learn the motion words sooner)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW lr (100-step warm-up, cosine to 10%%)")
     p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights (~200-step horizon)")
@@ -52,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-shift", type=float, default=TRAIN_SIGMA_SHIFT, help="training noise level warp_k(u), u uniform")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     return p
+
+
+def parse_cycles(text: str, steps: int) -> list[int]:
+    """`--lr-cycles` -> the increasing cosine lengths in force, ending with `steps`."""
+    try:
+        cycles = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise SGMDError(f"--lr-cycles must be comma-separated step counts; got {text!r}") from None
+    if any(b <= a for a, b in zip(cycles, cycles[1:])) or any(c <= 0 for c in cycles):
+        raise SGMDError(f"--lr-cycles must be positive and increasing; got {text!r}")
+    return [c for c in cycles if c < steps] + [steps]
+
+
+def cycled_lr(step: int, cycles: list[int], peak: float) -> float:
+    return lr_at(step, next((c for c in cycles if step < c), cycles[-1]), peak)
 
 
 def lr_at(step: int, total: int, peak: float) -> float:
@@ -106,6 +125,7 @@ def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    cycles = parse_cycles(args.lr_cycles, args.steps)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -131,7 +151,7 @@ def main(argv=None) -> int:
     while step < args.steps:
         prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr)
+            group["lr"] = cycled_lr(step, cycles, args.lr)
         loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,7 +165,7 @@ def main(argv=None) -> int:
         losses.append(loss.item())
         if step % 10 == 0:
             el = time.time() - t0
-            print(f"step {step}/{args.steps} loss {sum(losses[-10:]) / 10:.4f} lr {lr_at(step, args.steps, args.lr):.2e} "
+            print(f"step {step}/{args.steps} loss {sum(losses[-10:]) / 10:.4f} lr {cycled_lr(step, cycles, args.lr):.2e} "
                   f"{el / 60:.1f} min", flush=True)
         if args.probe_every and step % args.probe_every == 0:
             probe = motion_word_probe(model)
@@ -163,7 +183,7 @@ def main(argv=None) -> int:
     meta = {
         "sgmd_teacher": json.dumps({
             "task": "sgmd-toyvideo-v1", "codec": codec.CODEC_ID, "frames": toyvideo.FRAMES, "size": toyvideo.SIZE,
-            "config": config.to_dict(), "steps": step, "batch_size": args.batch_size, "lr": args.lr,
+            "config": config.to_dict(), "steps": step, "lr_cycles": cycles, "batch_size": args.batch_size, "lr": args.lr,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
         }),
     }
