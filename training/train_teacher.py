@@ -1,6 +1,6 @@
 """Train the embedded tiny Wan 2.1 teacher on the synthetic text-to-video task (issue 3).
 
-    python training/train_teacher.py [--steps 3300] [--out models/diffusion_models/sgmd_tiny_teacher.safetensors]
+    python training/train_teacher.py [--steps 3300] [--out models/diffusion_models/sgmd_tiny_teacher_v2.safetensors]
 
 Flow matching on clips generated on the fly (`sgmd.toyvideo`), encoded with the toy codec and the
 toy text encoder, 10% prompt dropout for classifier-free guidance, EMA weights exported in the Wan
@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW lr (100-step warm-up, cosine to 10%%)")
     p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights (~200-step horizon)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join(ROOT, "models", "diffusion_models", "sgmd_tiny_teacher.safetensors"))
+    p.add_argument("--out", default=os.path.join(ROOT, "models", "diffusion_models", "sgmd_tiny_teacher_v2.safetensors"),
+                   help="the defaults reproduce this file; the default distillation still uses sgmd_tiny_teacher.safetensors "
+                        "(codec v1, docs/tiny-model.md)")
     p.add_argument("--checkpoint", default=os.path.join(ROOT, "runs", "teacher", "checkpoint.safetensors"),
                    help="resumable training state (kept out of the model folders ComfyUI lists)")
     p.add_argument("--checkpoint-every", type=int, default=50)
