@@ -90,8 +90,12 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     ctx = text.encode_text([("" if d else p) for p, d in zip(prompts, drop.tolist())])
     sigma = warp(torch.rand(b, generator=g), sigma_shift)
     eps = torch.randn(x0.shape, generator=g)
-    x = noised(x0, eps, sigma)
-    v = model(x, sigma_to_timestep(sigma), ctx)
+    return flow_matching_loss(model, x0, eps, sigma, ctx)
+
+
+def flow_matching_loss(model, x0, eps, sigma, ctx):
+    """Mean squared error of the predicted velocity `eps - x0` at noise level `sigma`."""
+    v = model(noised(x0, eps, sigma), sigma_to_timestep(sigma), ctx)
     return (v - (eps - x0)).pow(2).mean()
 
 
@@ -115,11 +119,8 @@ def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1
         rises = []
         for s in sigmas:
             sigma = torch.full((n,), s)
-            x = noised(x0, eps, sigma)
-            t = sigma_to_timestep(sigma)
-            target = eps - x0
-            right = (model(x, t, text.encode_text(prompts)) - target).pow(2).mean()
-            wrong = (model(x, t, text.encode_text([swap(p, idx) for p in prompts])) - target).pow(2).mean()
+            right = flow_matching_loss(model, x0, eps, sigma, text.encode_text(prompts))
+            wrong = flow_matching_loss(model, x0, eps, sigma, text.encode_text([swap(p, idx) for p in prompts]))
             rises.append(float(wrong / right - 1))
         out[name] = sum(rises) / len(rises)
     return out
