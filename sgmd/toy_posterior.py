@@ -1,0 +1,137 @@
+"""The exact denoiser of the toy task: `E[x0 | x_s, prompt]`, computed from the task's own law.
+
+Flow matching's minimiser is the velocity `(x_s - E[x0 | x_s, prompt]) / s`. The toy task's law is
+known (`sgmd.toyvideo`), so that minimiser can be computed, and a teacher's distance to it measures
+how much of what is learnable it has learned, per noise level, without sampling and without the
+noise of a one-clip loss (`training/train_teacher.py --probe-every`).
+
+How: a bank of clips on a grid of start points (`GRID_PX` apart) for every shape, direction and
+speed, each with its prior weight under the training law (start uniform on its range, direction
+and speed uniform when the prompt leaves them out, "random speed" includes standing still).
+Because the codec is affine, `x0 = K0 + 2 m (B c)` with `m` the shape's coverage, `c` the colour
+and `K0` the encoding of a black clip, so every Gaussian log-likelihood is one dot product with the
+coverage, and the posterior mean is `K0 + 2 sum_c (B c) E[m, colour c | x_s]`.
+
+The grid stands in for the continuous start point while the posterior is wider than a grid step:
+at high noise (sigma >= ~0.9 here), where the layout is decided; lower, the posterior is sharper
+than the grid and the result is only approximate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import codec, toyvideo
+
+GRID_PX = 0.2  # start-point spacing of the bank (pixels)
+
+_COMBOS = [("still", None)] + [(v, d) for v in ("slowly", "quickly") for d in toyvideo.DIRECTIONS]
+
+
+def combo_prior(direction: str | None, speed: str | None, unconditional: bool = False) -> dict:
+    """P(speed, direction | prompt) under the training law (`toyvideo.random_prompt`,
+    `clip_for_prompt`); ("still", None) stands for every standing clip. Unconditional = the empty
+    prompt of CFG dropout: the mixture over training prompts (direction and speed each left out
+    with probability 0.3), so P(still) = 0.3 / 3."""
+    dirs = list(toyvideo.DIRECTIONS)
+    if unconditional:
+        moving = (1 - 0.3 / 3) / 2 / len(dirs)
+        return {("still", None): 0.3 / 3, **{(v, d): moving for v in ("slowly", "quickly") for d in dirs}}
+    speeds = [speed] if speed else ["still", "slowly", "quickly"]
+    ds = [direction] if direction else dirs
+    out: dict = {}
+    for v in speeds:
+        for d in ds:
+            key = ("still", None) if v == "still" else (v, d)
+            out[key] = out.get(key, 0.0) + 1.0 / (len(speeds) * len(ds))
+    return out
+
+
+def _axis_points(lo: float, hi: float) -> list[float]:
+    n = max(1, math.ceil((hi - lo) / GRID_PX - 1e-9))
+    return [lo + (k + 0.5) * (hi - lo) / n for k in range(n)]
+
+
+def _start_range(shape: str, speed: str, d: float) -> tuple[float, float]:
+    """The interval `toyvideo.clip_for_prompt` draws a start coordinate from."""
+    travel = toyvideo.SPEEDS[speed] * (toyvideo.FRAMES - 1)
+    r = toyvideo.half_extent(shape) + 0.5
+    lo, hi = r, toyvideo.SIZE - r
+    return (lo, hi - d * travel) if d >= 0 else (lo - d * travel, hi)
+
+
+@dataclass
+class Bank:
+    """Coverage masks `[K, F*H*W]` of the grid clips and, per clip, its shape, combo and log prior
+    weight within its combo (uniform over the combo's grid)."""
+
+    masks: torch.Tensor
+    sqnorm: torch.Tensor
+    shape: torch.Tensor  # index into toyvideo.SHAPES
+    combo: torch.Tensor  # index into _COMBOS
+    log_cell: torch.Tensor
+
+
+_BANK: Bank | None = None
+
+
+def bank() -> Bank:
+    """Built once per process (about 17k clips, ~140 MB, a few seconds)."""
+    global _BANK
+    if _BANK is None:
+        clips, shape_ix, combo_ix, log_cell = [], [], [], []
+        for si, shape in enumerate(toyvideo.SHAPES):
+            for ci, (speed, direction) in enumerate(_COMBOS):
+                dx, dy = toyvideo.DIRECTIONS[direction] if direction else (0.0, 0.0)
+                xs = _axis_points(*_start_range(shape, speed, dx))
+                ys = _axis_points(*_start_range(shape, speed, dy))
+                for y in ys:
+                    for x in xs:
+                        clips.append(toyvideo.Clip("white", shape, direction or "left", speed, x, y))
+                        shape_ix.append(si)
+                        combo_ix.append(ci)
+                        log_cell.append(-math.log(len(xs) * len(ys)))
+        masks = torch.cat([toyvideo.render(clips[i:i + 1024])[..., 0].reshape(-1, toyvideo.FRAMES * toyvideo.SIZE ** 2)
+                           for i in range(0, len(clips), 1024)])
+        _BANK = Bank(masks, masks.pow(2).sum(1), torch.tensor(shape_ix), torch.tensor(combo_ix), torch.tensor(log_cell))
+    return _BANK
+
+
+@torch.no_grad()
+def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """`E[x0 | x_s, prompt]` for normalised toy latents `x_s` `[N, 16, F, H, W]` at noise levels
+    `sigma` `[N]` (in (0, 1]); an empty prompt is the unconditional law. Colour and shape not named
+    by a prompt are uniform over the task's values."""
+    b = bank()
+    n, _, f, h, w = x_s.shape
+    if (f, h, w) != (toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE):
+        raise ValueError(f"toy posterior needs latents of {toyvideo.FRAMES}x{toyvideo.SIZE}x{toyvideo.SIZE}; got {f}x{h}x{w}")
+    k0 = codec.encode(torch.zeros(1, f, h, w, 3))[0].double()  # a black clip: -B 1 + position code
+    colours = {name: codec.BASIS.double() @ torch.tensor(rgb, dtype=torch.float64) for name, rgb in toyvideo.COLOURS.items()}
+    out = torch.empty(x_s.shape, dtype=torch.float64)
+    for i in range(n):
+        s = float(sigma[i])
+        p = toyvideo.Prompt.parse(prompts[i])
+        prior = combo_prior(p.direction, p.speed, unconditional=not prompts[i].strip())
+        shapes = [toyvideo.SHAPES.index(p.shape)] if p.shape else list(range(len(toyvideo.SHAPES)))
+        log_combo = torch.full((len(_COMBOS),), -math.inf, dtype=torch.float64)
+        for key, pr in prior.items():
+            log_combo[_COMBOS.index(key)] = math.log(pr / len(shapes))
+        # the bank is ordered by shape, so the rows of the named shape are one contiguous view
+        rows = (b.shape >= shapes[0]) & (b.shape <= shapes[-1])
+        lo, hi = int(rows.nonzero()[0]), int(rows.nonzero()[-1]) + 1
+        rows = slice(lo, hi)
+        masks = b.masks[rows]
+        log_prior = log_combo[b.combo[rows]] + b.log_cell[rows].double()
+        names = [p.colour] if p.colour else list(toyvideo.COLOURS)
+        a = torch.stack([colours[name] for name in names])  # [C, 16]
+        r = x_s[i].double() - (1 - s) * k0  # [16, F, H, W]
+        rho = torch.einsum("kc,cfhw->fhwk", a, r).reshape(-1, len(names))  # [F*H*W, C]
+        quad = 4 * (1 - s) * (masks @ rho.float()).double().T - 4 * (1 - s) ** 2 * (a * a).sum(1, keepdim=True) * b.sqnorm[rows].double()
+        logits = log_prior + quad / (2 * s * s) - math.log(len(names))  # [C, K]
+        wts = torch.softmax(logits.reshape(-1), 0).reshape(len(names), -1).float()  # over colours and clips
+        m = (wts @ masks).double().reshape(len(names), f, h, w)
+        out[i] = k0 + 2 * torch.einsum("kc,kfhw->cfhw", a, m)
+    return out.to(x_s.dtype)
