@@ -60,8 +60,10 @@ def test_motion_word_probe_measures_exactly_the_use_of_the_text():
     assert cut == {"direction": 0.0, "speed": 0.0}
 
 
-def test_architecture_options_reach_the_file(tmp_path):
-    out = _run(tmp_path, "w", "--steps", "1", "--dim", "256", "--ffn-dim", "256", "--layers", "1", "--sigma-shift", "2")
+def test_architecture_options_reach_the_file(tmp_path, capsys):
+    out = _run(tmp_path, "w", "--steps", "1", "--dim", "256", "--ffn-dim", "256", "--layers", "1", "--sigma-shift", "2",
+               "--probe-every", "1")
+    assert "distance to the exact denoiser" in capsys.readouterr().out
     assert load_wan(out).cfg.num_heads == 2
     recipe = json.loads(read_safetensors(out)[1]["sgmd_teacher"])
     assert recipe["config"]["num_layers"] == 1 and recipe["train_sigma_shift"] == 2.0
