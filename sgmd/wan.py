@@ -193,7 +193,8 @@ class Attention(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
-    def forward(self, x, context=None, rot=None):
+    def _qkv(self, x, context, rot):
+        """q, k, v as `[B, heads, tokens, head_dim]`."""
         src = x if context is None else context
         b, s, _ = x.shape
         n = self.num_heads
@@ -202,8 +203,17 @@ class Attention(nn.Module):
         v = self.v(src).view(b, src.shape[1], n, -1)
         if rot is not None:
             q, k = apply_rope(q, rot), apply_rope(k, rot)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.o(out.transpose(1, 2).reshape(b, s, -1))
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x, context=None, rot=None):
+        out = F.scaled_dot_product_attention(*self._qkv(x, context, rot))
+        return self.o(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+    def weights(self, x, context=None, rot=None) -> torch.Tensor:
+        """The softmax weights `[B, heads, queries, keys]` that `forward` applies (diagnostics: which
+        text tokens a video token reads)."""
+        q, k, _ = self._qkv(x, context, rot)
+        return torch.softmax((q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5, -1)
 
 
 class WanBlock(nn.Module):

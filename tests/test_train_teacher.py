@@ -60,6 +60,36 @@ def test_motion_word_probe_measures_exactly_the_use_of_the_text():
     assert cut == {"direction": 0.0, "speed": 0.0}
 
 
+def test_word_attention_reads_the_softmax_weights():
+    """Queries cut to zero give every one of the 16 tokens exactly 1/16; keys that single out the
+    direction word's embedding give it (almost) all the weight."""
+    from sgmd import text
+    from sgmd.wan import WanConfig, WanModel
+
+    torch.manual_seed(0)
+    model = WanModel(WanConfig(dim=128, ffn_dim=128, num_layers=2)).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.cross_attn.q.weight.zero_()
+            block.cross_attn.q.bias.zero_()
+    flat = train_teacher.word_attention(model, n=4)
+    assert all(abs(w - 1 / text.MAX_TOKENS) < 1e-6 for ws in flat.values() for w in ws) and len(flat["speed"]) == 2
+    # block 0 only: a constant query along the key of "left"/"right"/"up"/"down" and nothing else
+    block = model.blocks[0].cross_attn
+    with torch.no_grad():
+        model.text_embedding[0].weight.zero_(), model.text_embedding[0].bias.zero_()
+        dirs = torch.stack([text.word_vector(w) for w in ("left", "right", "up", "down")]).sum(0)
+        model.text_embedding[0].weight[0] = dirs / dirs.norm() ** 2 * 50
+        model.text_embedding[2].weight.zero_(), model.text_embedding[2].bias.zero_()
+        model.text_embedding[2].weight[0, 0] = 1.0
+        block.k.weight.zero_(), block.k.bias.fill_(0.01)
+        block.k.weight[0, 0] = 1.0
+        block.q.bias.fill_(-0.01)
+        block.q.bias[0] = 1.0
+    focused = train_teacher.word_attention(model, n=4)
+    assert focused["direction"][0] > 0.9 and focused["speed"][0] < 0.05
+
+
 def test_architecture_options_reach_the_file(tmp_path, capsys):
     out = _run(tmp_path, "w", "--steps", "1", "--dim", "256", "--ffn-dim", "256", "--layers", "1", "--sigma-shift", "2",
                "--probe-every", "1")

@@ -346,6 +346,21 @@ def test_gradient_checkpointing_same_output_and_gradients():
     assert any(g.abs().sum() > 0 for n, g in g0.items() if n.startswith("blocks.1."))
 
 
+def test_attention_weights_are_what_forward_applies():
+    """`Attention.weights` (diagnostics) against forward: o(weights @ v) is the block's output, per head."""
+    cfg = WanConfig(dim=256, ffn_dim=64, num_layers=1, text_dim=32)  # 2 heads
+    model = wan_from_state_dict(_random_wan_sd(cfg))
+    attn = model.blocks[0].cross_attn
+    x, ctx = torch.randn(2, 7, 256), torch.randn(2, 5, 256)
+    with torch.no_grad():
+        w = attn.weights(x, context=ctx)
+        v = attn.v(ctx).view(2, 5, 2, -1).transpose(1, 2)
+        by_hand = attn.o((w @ v).transpose(1, 2).reshape(2, 7, 256))
+        assert w.shape == (2, 2, 7, 5) and torch.allclose(w.sum(-1), torch.ones(2, 2, 7))
+        assert torch.allclose(by_hand, attn(x, context=ctx), atol=1e-5)
+        assert not torch.allclose(w[:, 0], w[:, 1])  # the heads differ: the split is per head
+
+
 # ---------------------------------------------------------------------------------------------
 # errors: one-line SGMDError
 
