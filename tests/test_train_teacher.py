@@ -100,7 +100,7 @@ def test_architecture_options_reach_the_file(tmp_path, capsys):
 
 
 def test_lr_cycles_reproduce_a_run_extended_by_resuming(tmp_path):
-    """The shipped teacher ran 2000 steps, then was resumed to 3300: `--lr-cycles` makes that one command."""
+    """The v2 teacher ran 2000 steps, then was resumed to 3300: `--lr-cycles` makes that one command."""
     cycles = train_teacher.parse_cycles("2000", 3300)
     assert cycles == [2000, 3300]
     for step in (0, 150, 1999):

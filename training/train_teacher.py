@@ -1,6 +1,6 @@
 """Train the embedded tiny Wan 2.1 teacher on the synthetic text-to-video task (issue 3).
 
-    python training/train_teacher.py [--steps 3300] [--out models/diffusion_models/sgmd_tiny_teacher_v2.safetensors]
+    python training/train_teacher.py [--steps 5200] [--out models/diffusion_models/sgmd_tiny_teacher.safetensors]
 
 Flow matching on clips generated on the fly (`sgmd.toyvideo`), encoded with the toy codec and the
 toy text encoder, 10% prompt dropout for classifier-free guidance, EMA weights exported in the Wan
@@ -35,18 +35,18 @@ CFG_DROPOUT = 0.1
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=3300, help="optimizer steps")
-    p.add_argument("--lr-cycles", default="2000",
+    p.add_argument("--steps", type=int, default=5200, help="optimizer steps")
+    p.add_argument("--lr-cycles", default="",
                    help="comma-separated steps where the lr jumps onto the cosine of a longer run: below the first "
                         "value the lr follows the cosine of a run that long, then the next one's, finally --steps' "
-                        "(the shipped teacher was trained for 2000 steps, then extended to 3300); empty = one cosine")
+                        "(how a run extended by resuming is replayed in one command); empty = one cosine")
     p.add_argument("--batch-size", type=int, default=16, help="clips per step (more, smaller steps learn the motion words sooner)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW lr (100-step warm-up, cosine to 10%%)")
     p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights (~200-step horizon)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join(ROOT, "models", "diffusion_models", "sgmd_tiny_teacher_v2.safetensors"),
-                   help="the defaults reproduce this file; the default distillation still uses sgmd_tiny_teacher.safetensors "
-                        "(codec v1, docs/tiny-model.md)")
+    p.add_argument("--out", default=os.path.join(ROOT, "models", "diffusion_models", "sgmd_tiny_teacher.safetensors"),
+                   help="the defaults reproduce this file, the default teacher (it was stopped by --max-minutes 44.5 at "
+                        "step 5022 of 5200, on the lr floor: docs/tiny-model.md)")
     p.add_argument("--checkpoint", default=os.path.join(ROOT, "runs", "teacher", "checkpoint.safetensors"),
                    help="resumable training state (kept out of the model folders ComfyUI lists)")
     p.add_argument("--checkpoint-every", type=int, default=50)
