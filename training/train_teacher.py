@@ -99,6 +99,15 @@ def flow_matching_loss(model, x0, eps, sigma, ctx):
     return (v - (eps - x0)).pow(2).mean()
 
 
+def _specified_clips(n: int, seed: int):
+    """`n` fixed clips of fully specified training prompts (the probes' data) and the generator that
+    drew them, for the probes' noise."""
+    g = torch.Generator().manual_seed(seed)
+    specified = [p for p in toyvideo.training_prompts() if p.direction and p.speed]
+    prompts, frames, _ = toyvideo.make_batch(n, g, set(specified))
+    return g, prompts, codec.encode(frames)
+
+
 _WORD_INDEX = {"direction": 4, "speed": 5}  # token positions in "a {colour} {shape} moving {direction} {speed}"
 _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "slowly": "quickly", "quickly": "slowly"}
 
@@ -109,10 +118,7 @@ def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1
     fully specified clips when the direction (or speed) word is swapped for its opposite. Zero
     means the word is ignored; it is cheap (forward passes only) and moves long before sampled
     direction accuracy does."""
-    g = torch.Generator().manual_seed(seed)
-    specified = [p for p in toyvideo.training_prompts() if p.direction and p.speed]
-    prompts, frames, _ = toyvideo.make_batch(n, g, set(specified))
-    x0 = codec.encode(frames)
+    g, prompts, x0 = _specified_clips(n, seed)
     eps = torch.randn(x0.shape, generator=g)
     swap = lambda t, i: " ".join(_OPPOSITE.get(w, w) if k == i else w for k, w in enumerate(t.split()))  # noqa: E731
     words = _WORD_INDEX
@@ -133,10 +139,7 @@ def word_attention(model, n: int = 16, sigma: float = 0.95, seed: int = 3) -> di
     head gives that word, on fully specified clips at noise level `sigma`. Near 1/16 (uniform over
     the 16 tokens) in every block means no video token singles the word out: the model reads only a
     bag-of-words average (the lr-3e-3 teacher in docs/tiny-model.md)."""
-    g = torch.Generator().manual_seed(seed)
-    specified = [p for p in toyvideo.training_prompts() if p.direction and p.speed]
-    prompts, frames, _ = toyvideo.make_batch(n, g, set(specified))
-    x0 = codec.encode(frames)
+    g, prompts, x0 = _specified_clips(n, seed)
     sig = torch.full((n,), sigma)
     seen = []
     hooks = [b.cross_attn.register_forward_hook(lambda mod, args, kw, out: seen.append(mod.weights(args[0], kw["context"])),
@@ -155,10 +158,7 @@ def posterior_gap(model, n: int = 32, sigmas=(0.97, 0.93, 0.9), seed: int = 2) -
     posterior-mean velocity of the toy task (`sgmd.toy_posterior`) on fully specified clips: 0 is
     the best any network can do. These are the noise levels where the layout (start point,
     direction, speed) is decided; the grid of the exact mean resolves them (not much lower)."""
-    g = torch.Generator().manual_seed(seed)
-    specified = [p for p in toyvideo.training_prompts() if p.direction and p.speed]
-    prompts, frames, _ = toyvideo.make_batch(n, g, set(specified))
-    x0 = codec.encode(frames)
+    g, prompts, x0 = _specified_clips(n, seed)
     eps = torch.randn(x0.shape, generator=g)
     ctx = text.encode_text(prompts)
     out = {}
