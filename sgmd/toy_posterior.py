@@ -34,11 +34,11 @@ def combo_prior(direction: str | None, speed: str | None, unconditional: bool = 
     """P(speed, direction | prompt) under the training law (`toyvideo.random_prompt`,
     `clip_for_prompt`); ("still", None) stands for every standing clip. Unconditional = the empty
     prompt of CFG dropout: the mixture over training prompts (direction and speed each left out
-    with probability 0.3), so P(still) = 0.3 / 3."""
+    with probability `toyvideo.LEAVE_OUT`), so P(still) = LEAVE_OUT / 3."""
     dirs = list(toyvideo.DIRECTIONS)
     if unconditional:
-        moving = (1 - 0.3 / 3) / 2 / len(dirs)
-        return {("still", None): 0.3 / 3, **{(v, d): moving for v in ("slowly", "quickly") for d in dirs}}
+        still = toyvideo.LEAVE_OUT / 3
+        return {("still", None): still, **{(v, d): (1 - still) / 2 / len(dirs) for v in ("slowly", "quickly") for d in dirs}}
     speeds = [speed] if speed else ["still", "slowly", "quickly"]
     ds = [direction] if direction else dirs
     out: dict = {}

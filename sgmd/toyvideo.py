@@ -88,13 +88,16 @@ def training_prompts() -> list[Prompt]:
     return [p for p in all_prompts() if p.text not in held]
 
 
+LEAVE_OUT = 0.3  # probability that a training prompt leaves out its direction (and, apart, its speed)
+
+
 def random_prompt(g: torch.Generator, prompts: list[Prompt] | None = None) -> Prompt:
-    """Draw a training prompt: direction and speed are each left out with probability 0.3."""
+    """Draw a training prompt: direction and speed are each left out with probability `LEAVE_OUT`."""
     while True:
         c = list(COLOURS)[_randint(g, len(COLOURS))]
         s = SHAPES[_randint(g, 2)]
-        d = None if _rand(g) < 0.3 else list(DIRECTIONS)[_randint(g, 4)]
-        v = None if _rand(g) < 0.3 else ("slowly", "quickly")[_randint(g, 2)]
+        d = None if _rand(g) < LEAVE_OUT else list(DIRECTIONS)[_randint(g, 4)]
+        v = None if _rand(g) < LEAVE_OUT else ("slowly", "quickly")[_randint(g, 2)]
         p = Prompt(c, s, d, v)
         if prompts is None or p in prompts:
             return p
