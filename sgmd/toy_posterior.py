@@ -120,9 +120,8 @@ def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str]) -
         for key, pr in prior.items():
             log_combo[_COMBOS.index(key)] = math.log(pr / len(shapes))
         # the bank is ordered by shape, so the rows of the named shape are one contiguous view
-        rows = (b.shape >= shapes[0]) & (b.shape <= shapes[-1])
-        lo, hi = int(rows.nonzero()[0]), int(rows.nonzero()[-1]) + 1
-        rows = slice(lo, hi)
+        idx = ((b.shape >= shapes[0]) & (b.shape <= shapes[-1])).nonzero().flatten()
+        rows = slice(int(idx[0]), int(idx[-1]) + 1)
         masks = b.masks[rows]
         log_prior = log_combo[b.combo[rows]] + b.log_cell[rows].double()
         names = [p.colour] if p.colour else list(toyvideo.COLOURS)

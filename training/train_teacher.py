@@ -121,14 +121,13 @@ def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1
     g, prompts, x0 = _specified_clips(n, seed)
     eps = torch.randn(x0.shape, generator=g)
     swap = lambda t, i: " ".join(_OPPOSITE.get(w, w) if k == i else w for k, w in enumerate(t.split()))  # noqa: E731
-    words = _WORD_INDEX
-    ctx = {name: text.encode_text([swap(p, idx) for p in prompts]) for name, idx in words.items()}
+    ctx = {name: text.encode_text([swap(p, idx) for p in prompts]) for name, idx in _WORD_INDEX.items()}
     right_ctx = text.encode_text(prompts)
-    rises = {name: [] for name in words}
+    rises = {name: [] for name in _WORD_INDEX}
     for s in sigmas:  # the unswapped loss is shared by both words
         sigma = torch.full((n,), s)
         right = flow_matching_loss(model, x0, eps, sigma, right_ctx)
-        for name in words:
+        for name in _WORD_INDEX:
             rises[name].append(float(flow_matching_loss(model, x0, eps, sigma, ctx[name]) / right - 1))
     return {name: sum(r) / len(r) for name, r in rises.items()}
 
