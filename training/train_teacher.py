@@ -56,9 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ffn-dim", type=int, default=TINY_CONFIG.ffn_dim)
     p.add_argument("--layers", type=int, default=TINY_CONFIG.num_layers)
     p.add_argument("--sigma-shift", type=float, default=TRAIN_SIGMA_SHIFT, help="training noise level warp_k(u), u uniform")
-    p.add_argument("--exact-above", type=float, default=0.0,
-                   help="regress rows at noise levels >= this onto the exact posterior-mean velocity "
-                        "(sgmd.toy_posterior; its grid resolves sigma >= ~0.9); 0 = off")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     return p
 
@@ -85,35 +82,27 @@ def lr_at(step: int, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_above: float = 0.0):
-    """One flow-matching loss on a batch of RGB clips. With `exact_above` > 0, rows at noise levels
-    at or above it regress onto the exact posterior-mean velocity instead of the one-clip target."""
+def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT):
+    """One flow-matching loss on a batch of RGB clips."""
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
-    used = [("" if d else p) for p, d in zip(prompts, drop.tolist())]
-    ctx = text.encode_text(used)
+    ctx = text.encode_text([("" if d else p) for p, d in zip(prompts, drop.tolist())])
     sigma = warp(torch.rand(b, generator=g), sigma_shift)
     eps = torch.randn(x0.shape, generator=g)
-    target = eps - x0
-    rows = (sigma >= exact_above).nonzero().flatten().tolist() if exact_above > 0 else []
-    if rows:
-        target[rows] = exact_velocity(noised(x0, eps, sigma)[rows], sigma[rows], [used[i] for i in rows])
-    return flow_matching_loss(model, x0, eps, sigma, ctx, target)
+    return flow_matching_loss(model, x0, eps, sigma, ctx)
 
 
 def exact_velocity(x_s, sigma, prompts):
     """`E[eps - x0 | x_s, prompt] = (x_s - E[x0 | x_s, prompt]) / sigma`: the minimiser of flow
-    matching, so regressing onto it has the same optimum as the one-clip target, without that
-    target's spread around its mean (most of the loss at high noise, docs/tiny-model.md)."""
+    matching (`sgmd.toy_posterior`)."""
     return (x_s - toy_posterior.posterior_mean(x_s, sigma, prompts)) / sigma.view(-1, 1, 1, 1, 1)
 
 
-def flow_matching_loss(model, x0, eps, sigma, ctx, target=None):
-    """Mean squared error of the predicted velocity against `target` (default: the one-clip `eps - x0`)
-    at noise level `sigma`."""
+def flow_matching_loss(model, x0, eps, sigma, ctx):
+    """Mean squared error of the predicted velocity `eps - x0` at noise level `sigma`."""
     v = model(noised(x0, eps, sigma), sigma_to_timestep(sigma), ctx)
-    return (v - (eps - x0 if target is None else target)).pow(2).mean()
+    return (v - (eps - x0)).pow(2).mean()
 
 
 def _specified_clips(n: int, seed: int):
@@ -214,7 +203,7 @@ def main(argv=None) -> int:
         prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set)
         for group in opt.param_groups:
             group["lr"] = cycled_lr(step, cycles, args.lr)
-        loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift, args.exact_above)
+        loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -250,7 +239,6 @@ def main(argv=None) -> int:
             "task": "sgmd-toyvideo-v1", "codec": codec.CODEC_ID, "frames": toyvideo.FRAMES, "size": toyvideo.SIZE,
             "config": config.to_dict(), "steps": step, "lr_cycles": cycles, "batch_size": args.batch_size, "lr": args.lr,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
-            "exact_above": args.exact_above,
         }),
     }
     write_safetensors(args.out, ema, meta)
