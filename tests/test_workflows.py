@@ -140,6 +140,18 @@ def test_tiny_workflow_uses_the_shipped_models_and_size():
     assert (size["width"], size["height"], size["length"]) == (128, 128, 29)  # latent [1, 16, 8, 16, 16]
 
 
+def test_side_by_side_samples_the_teacher_as_the_evaluator_does():
+    """The teacher half of the side-by-side workflow uses the evaluator's settings (50 Euler steps,
+    shift 5, the default guidance), so what a user sees is what docs/tiny-model.md measured."""
+    from sgmd.samplers import DEFAULT_GUIDANCE
+
+    api = ui_to_api(_load("sgmd_teacher_vs_4step.json"), SCHEMAS)
+    by_type = {v["class_type"]: v["inputs"] for v in api.values()}
+    k = by_type["KSampler"]
+    assert (k["steps"], k["cfg"], k["sampler_name"], k["scheduler"]) == (50, DEFAULT_GUIDANCE, "euler", "simple")
+    assert by_type["ModelSamplingSD3"]["shift"] == 5.0
+
+
 def test_files_are_what_the_builder_builds():
     spec = importlib.util.spec_from_file_location("sgmd_workflow_build", os.path.join(FOLDER, "build.py"))
     build = importlib.util.module_from_spec(spec)

@@ -13,6 +13,7 @@ from typing import Optional, Union
 
 from sgmd import toyvideo
 from sgmd.errors import SGMDError
+from sgmd.samplers import DEFAULT_GUIDANCE
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +91,7 @@ class DistillConfig:
     update_rule: str = _opt("euler", "Few-step update: `euler` (SGMD reference; ComfyUI `euler`) or `renoise` (DMD2 / "
                             "Self-Forcing; ComfyUI `lcm`). Used in training rollouts and recorded for inference.",
                             ("euler", "renoise"), "method")
-    guidance: float = _opt(3.0, "Teacher classifier-free guidance, standard form (1 = no guidance).", group="method")
+    guidance: float = _opt(DEFAULT_GUIDANCE, "Teacher classifier-free guidance, standard form (1 = no guidance).", group="method")
     lambda_nr: float = _opt(0.1, "SGMD weight of the negative-residual term.", group="method")
     diversity_anchor: bool = _opt(False, "SGMD teacher-anchor diversity term (off by default).", group="method")
     gan: bool = _opt(False, "DMD2 GAN term (needs real videos; off by default).", group="method")

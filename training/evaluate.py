@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from sgmd import codec, metrics, text, toyvideo  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_and_generator, noise_for_seeds  # noqa: E402
-from sgmd.samplers import cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
+from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas, teacher_sigmas  # noqa: E402
 from sgmd.weights import atomic_write, load_wan, read_safetensors  # noqa: E402
 
@@ -104,7 +104,7 @@ def _decode_uint8(latent: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate_teacher(model, prompts, seeds, steps: int = 50, cfg: float = 3.0, shift: float = 5.0,
+def generate_teacher(model, prompts, seeds, steps: int = 50, cfg: float = DEFAULT_GUIDANCE, shift: float = 5.0,
                      batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Multi-step CFG Euler samples (empty-prompt uncond), decoded -> uint8 `[N, T, H, W, 3]`."""
     device, dtype = _device_dtype(model)
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-strength", type=float, default=1.0)
     p.add_argument("--teacher-samples", default="", help="reuse teacher clips from a samples .npz instead of sampling")
     p.add_argument("--steps", type=int, default=50, help="teacher sampling steps")
-    p.add_argument("--cfg", type=float, default=3.0, help="teacher CFG scale")
+    p.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help="teacher CFG scale")
     p.add_argument("--shift", type=float, default=5.0, help="teacher schedule shift")
     p.add_argument("--recipe-from-lora", action="store_true",
                    help="take the student's sigmas / rule / cfg from its file's sgmd_recipe metadata")
@@ -347,7 +347,7 @@ def _json_safe(x):
     return x
 
 
-def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: float = 3.0, shift: float = 5.0) -> str:
+def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: float = DEFAULT_GUIDANCE, shift: float = 5.0) -> str:
     """Where the teacher's clips for the evaluation set are cached: they depend only on the teacher
     file and the sampling settings, and take minutes to make on a CPU."""
     from sgmd.weights import file_sha256
@@ -357,13 +357,14 @@ def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: floa
 
 
 def evaluate_run(teacher_path: str, generator_path: str, out: str, seeds: int = DEFAULT_SEEDS, full: bool = False,
-                 device: str = "cpu") -> int:
+                 device: str = "cpu", cfg: float = DEFAULT_GUIDANCE) -> int:
     """The end of a default `training/run.py`: student (recipe from its file) vs teacher on the
-    evaluation set, summary printed, files in `out`. The teacher's clips come from the cache when
-    present, else are sampled (and then cached)."""
-    cache = teacher_cache_path(teacher_path, seeds)
+    evaluation set, summary printed, files in `out`. The teacher is sampled at the guidance the
+    student was distilled toward (`cfg`); its clips come from the cache when present, else are
+    sampled (and then cached)."""
+    cache = teacher_cache_path(teacher_path, seeds, cfg=cfg)
     argv = ["--model", teacher_path, "--student-model" if full else "--lora", generator_path, "--recipe-from-lora",
-            "--seeds", str(seeds), "--out", out, "--device", "cpu" if device == "auto" else device]
+            "--seeds", str(seeds), "--cfg", f"{cfg:g}", "--out", out, "--device", "cpu" if device == "auto" else device]
     if os.path.isfile(cache):
         argv += ["--teacher-samples", cache]
     rc = _run(build_parser().parse_args(argv))

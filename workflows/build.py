@@ -179,6 +179,7 @@ TOY_PROMPT = "a red circle moving right slowly"
 # A seed where the shipped teacher and 4-step LoRA both get every attribute of TOY_PROMPT right
 # (sgmd.metrics): 9 of seeds 40-71 do (teacher alone 22, student alone 13); 42, the old seed, did not.
 SEED = 44
+TEACHER_CFG = 3.0  # sgmd.samplers.DEFAULT_GUIDANCE (tests/test_workflows.py holds them equal; no torch import here)
 
 
 def t2v_4step(s: dict) -> Graph:
@@ -303,10 +304,10 @@ def teacher_vs_4step(s: dict) -> Graph:
     n_in = g.note("**Same prompt, same seed, same size** for both. The empty prompt is the teacher's "
                   "unconditional input for CFG.", (0, 820), (340, 110))
     shift = g.node("ModelSamplingSD3", (440, 80), {"shift": 5.0})
-    ksampler = g.node("KSampler", (440, 220), {"seed": SEED, "steps": 50, "cfg": 3.0, "sampler_name": "euler",
+    ksampler = g.node("KSampler", (440, 220), {"seed": SEED, "steps": 50, "cfg": TEACHER_CFG, "sampler_name": "euler",
                                                "scheduler": "simple", "denoise": 1.0})
     t_decode = g.node("SGMDToyDecode", (440, 560))
-    n_teacher = g.note("**Teacher: 50 steps, CFG 3, shift 5** (100 model passes).", (440, 680), (320, 80))
+    n_teacher = g.note(f"**Teacher: 50 steps, CFG {TEACHER_CFG:g}, shift 5** (100 model passes).", (440, 680), (320, 80))
     gen = g.node("SGMDGeneratorLoader", (860, 80), {"generator_name": TINY_LORA})
     student = g.node("SGMDVideoSampler", (860, 320), {"seed": SEED})
     s_decode = g.node("SGMDToyDecode", (860, 560))
