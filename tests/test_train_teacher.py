@@ -93,7 +93,8 @@ def test_word_attention_reads_the_softmax_weights():
 def test_architecture_options_reach_the_file(tmp_path, capsys):
     out = _run(tmp_path, "w", "--steps", "1", "--dim", "256", "--ffn-dim", "256", "--layers", "1", "--sigma-shift", "2",
                "--probe-every", "1")
-    assert "distance to the exact denoiser" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "distance to the exact denoiser" in printed and "share of the exact denoiser's word use" in printed
     assert load_wan(out).cfg.num_heads == 2
     recipe = json.loads(read_safetensors(out)[1]["sgmd_teacher"])
     assert recipe["config"]["num_layers"] == 1 and recipe["train_sigma_shift"] == 2.0
@@ -124,3 +125,32 @@ def test_bad_lr_cycles_is_a_one_line_error():
     for bad in ("2000,1000", "abc", "0"):
         with pytest.raises(SGMDError, match="--lr-cycles"):
             train_teacher.parse_cycles(bad, 3300)
+
+
+class _ExactModel:
+    """The task's exact denoiser behind the model call signature: it reads the prompt back from the
+    text embedding (the toy encoder is deterministic) and the noise level from the timestep."""
+
+    def __init__(self, prompts):
+        from sgmd import text
+
+        self.known = [(text.encode_text([p])[0], p) for p in prompts]
+
+    def __call__(self, x, t, ctx):
+        prompts = [next(p for e, p in self.known if torch.equal(e, c)) for c in ctx]
+        return train_teacher.exact_velocity(x, t / 1000, prompts)
+
+
+def test_word_use_is_whole_for_the_exact_denoiser_and_nil_without_text():
+    _, prompts, _ = train_teacher._specified_clips(4, 1)
+    candidates = prompts + [train_teacher._swap(p, i) for p in prompts for i in train_teacher._WORD_INDEX.values()]
+    use = train_teacher.word_use(_ExactModel(candidates), n=4)
+    for model_rise, exact_rise in use.values():
+        assert exact_rise > 0.01  # the word matters at sigma 0.95
+        assert abs(model_rise / exact_rise - 1) < 1e-4
+
+    class Blind(_ExactModel):  # the exact denoiser of the unconditional law: ignores the prompt
+        def __call__(self, x, t, ctx):
+            return train_teacher.exact_velocity(x, t / 1000, [""] * len(ctx))
+
+    assert all(m == 0.0 and e > 0.01 for m, e in train_teacher.word_use(Blind(candidates), n=4).values())

@@ -118,6 +118,11 @@ _WORD_INDEX = {"direction": 4, "speed": 5}  # token positions in "a {colour} {sh
 _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "slowly": "quickly", "quickly": "slowly"}
 
 
+def _swap(prompt: str, index: int) -> str:
+    """`prompt` with its word at `index` replaced by the opposite (left/right, up/down, slowly/quickly)."""
+    return " ".join(_OPPOSITE.get(w, w) if k == index else w for k, w in enumerate(prompt.split()))
+
+
 @torch.no_grad()
 def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1) -> dict:
     """How much the model uses the motion words: the relative rise of its flow-matching loss on
@@ -126,8 +131,7 @@ def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1
     direction accuracy does."""
     g, prompts, x0 = _specified_clips(n, seed)
     eps = torch.randn(x0.shape, generator=g)
-    swap = lambda t, i: " ".join(_OPPOSITE.get(w, w) if k == i else w for k, w in enumerate(t.split()))  # noqa: E731
-    ctx = {name: text.encode_text([swap(p, idx) for p in prompts]) for name, idx in _WORD_INDEX.items()}
+    ctx = {name: text.encode_text([_swap(p, idx) for p in prompts]) for name, idx in _WORD_INDEX.items()}
     right_ctx = text.encode_text(prompts)
     rises = {name: [] for name in _WORD_INDEX}
     for s in sigmas:  # the unswapped loss is shared by both words
@@ -155,6 +159,26 @@ def word_attention(model, n: int = 16, sigma: float = 0.95, seed: int = 3) -> di
         for h in hooks:
             h.remove()
     return {name: [float(w[..., idx].max()) for w in seen] for name, idx in _WORD_INDEX.items()}
+
+
+@torch.no_grad()
+def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1) -> dict:
+    """Per motion word, `(model, exact)`: the absolute rise of the flow-matching loss when the word is
+    swapped for its opposite, for the model and for the task's exact denoiser on the same noisy
+    clips. `model / exact` is the share of what the word can tell at this noise level that the model
+    uses (the relative probe above cannot say: its denominator includes the model's own error)."""
+    g, prompts, x0 = _specified_clips(n, seed)
+    eps = torch.randn(x0.shape, generator=g)
+    sig = torch.full((n,), sigma)
+    x_s, target = noised(x0, eps, sig), eps - x0
+    model_loss = lambda ps: float((model(x_s, sigma_to_timestep(sig), text.encode_text(ps)) - target).pow(2).mean())  # noqa: E731
+    exact_loss = lambda ps: float((exact_velocity(x_s, sig, ps) - target).pow(2).mean())  # noqa: E731
+    base = model_loss(prompts), exact_loss(prompts)
+    out = {}
+    for name, idx in _WORD_INDEX.items():
+        swapped = [_swap(p, idx) for p in prompts]
+        out[name] = (model_loss(swapped) - base[0], exact_loss(swapped) - base[1])
+    return out
 
 
 @torch.no_grad()
@@ -222,8 +246,10 @@ def main(argv=None) -> int:
             probe = motion_word_probe(model)
             gap = ", ".join(f"{v:.3f} at {k:g}" for k, v in posterior_gap(model).items())
             att = "; ".join(f"{k} " + "/".join(f"{w:.2f}" for w in v) for k, v in word_attention(model).items())
+            use = ", ".join(f"{k} {m / e:.0%}" for k, (m, e) in word_use(model).items())
             print(f"probe step {step}: loss rise when the word is swapped: direction {probe['direction']:+.1%}, "
-                  f"speed {probe['speed']:+.1%}; distance to the exact denoiser {gap}; "
+                  f"speed {probe['speed']:+.1%}; share of the exact denoiser's word use at sigma 0.95: {use}; "
+                  f"distance to the exact denoiser {gap}; "
                   f"largest attention on the word per block: {att}", flush=True)
         out_of_time = args.max_minutes and time.time() - t0 > args.max_minutes * 60
         if step % args.checkpoint_every == 0 or step == args.steps or out_of_time:
