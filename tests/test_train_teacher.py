@@ -154,3 +154,20 @@ def test_word_use_is_whole_for_the_exact_denoiser_and_nil_without_text():
             return train_teacher.exact_velocity(x, t / 1000, [""] * len(ctx))
 
     assert all(m == 0.0 and e > 0.01 for m, e in train_teacher.word_use(Blind(candidates), n=4).values())
+
+
+def test_lr_text_sets_the_text_path_apart(tmp_path):
+    """`--lr-text 0` freezes exactly the text embedding and the cross-attention (AdamW's decay is
+    scaled by the lr too), while the rest trains; and the recipe records it."""
+    from sgmd.wan import WanModel
+
+    torch.manual_seed(0)  # the run's seed: the same initial weights
+    init = {k: v.clone() for k, v in WanModel(train_teacher.TINY_CONFIG).state_dict().items()}
+    out = _run(tmp_path, "t", "--steps", "2", "--lr-text", "0")
+    state, _ = read_safetensors(str(tmp_path / "t.ckpt.safetensors"))
+    text_keys = [k for k in init if train_teacher.is_text_path(k)]
+    assert any(k.startswith("text_embedding.") for k in text_keys) and any(".cross_attn.q." in k for k in text_keys)
+    for k in text_keys:
+        torch.testing.assert_close(state["model." + k], init[k], rtol=0, atol=0, msg=k)
+    assert not torch.equal(state["model.blocks.0.self_attn.q.weight"], init["blocks.0.self_attn.q.weight"])
+    assert json.loads(read_safetensors(out)[1]["sgmd_teacher"])["lr_text"] == 0.0
