@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     while step < args.steps:
         prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set)
         for group in opt.param_groups:
-            group["lr"] = cycled_lr(step, cycles, args.lr) * group["lr_scale"]
+            group["lr"] = cycled_lr(step, cycles, args.lr) * group.get("lr_scale", 1.0)  # absent in older checkpoints
         loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift)
         opt.zero_grad(set_to_none=True)
         loss.backward()
