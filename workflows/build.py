@@ -176,9 +176,10 @@ class Graph:
 TINY_TEACHER = "sgmd_tiny_teacher.safetensors"
 TINY_LORA = "sgmd_tiny_4step_lora.safetensors"
 TOY_PROMPT = "a red circle moving right slowly"
-# A seed where the shipped teacher and 4-step LoRA both get every attribute of TOY_PROMPT right
-# (sgmd.metrics): 9 of seeds 40-71 do (teacher alone 22, student alone 13); 42, the old seed, did not.
-SEED = 44
+# A seed where the shipped teacher (v6) and 4-step LoRA both get every attribute of TOY_PROMPT right
+# (sgmd.metrics): 5 of seeds 40-71 do (teacher alone 24, student alone 6: "slowly" is the student's
+# weak word); 44, the seed for v4, does not.
+SEED = 41
 TEACHER_CFG = 3.0  # sgmd.samplers.DEFAULT_GUIDANCE (tests/test_workflows.py holds them equal; no torch import here)
 
 
