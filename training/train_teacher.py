@@ -190,7 +190,7 @@ def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1) -> dict:
     eps = torch.randn(x0.shape, generator=g)
     sig = torch.full((n,), sigma)
     x_s, target = noised(x0, eps, sig), eps - x0
-    model_loss = lambda ps: float((model(x_s, sigma_to_timestep(sig), text.encode_text(ps)) - target).pow(2).mean())  # noqa: E731
+    model_loss = lambda ps: float(flow_matching_loss(model, x0, eps, sig, text.encode_text(ps)))  # noqa: E731
     exact_loss = lambda ps: float((exact_velocity(x_s, sig, ps) - target).pow(2).mean())  # noqa: E731
     base = model_loss(prompts), exact_loss(prompts)
     out = {}
