@@ -21,6 +21,12 @@ Per clip (definitions; calibrated on `toyvideo.render`, see tests/test_metrics.p
 - velocity: least-squares line fit of the centroid vs frame index (pixels / frame); start = the
   fitted position at frame 0; speed = |velocity|; speed class = `toyvideo.speed_class(speed)`;
   direction = dominant axis and its sign (image y grows downwards), only when not still.
+- steps: the centroid's per-frame displacement projected on the net direction (first to last
+  frame), for a valid clip; constant for the task's clips. Set measures over the valid clips that
+  travel >= `MOVING_TRAVEL` pixels: `step_profile`, the mean of each clip's steps divided by its
+  mean step, and `end_speed_ratio`, the mean of the first and last entries of that profile (1 =
+  constant speed, as in the data; < 1 = the clip eases in and out, which also inflates the fitted
+  speed: positions following the codec-v2 cosine ramp, cos(pi (i + 0.5) / 8), give 0.53).
 - temporal consistency: mean of clip01(1 - CV of the per-frame area) and clip01(1 - RMS deviation
   of the per-frame mean colour / norm of the clip's mean colour); a frame without a shape has area 0
   and colour 0, so flicker and vanishing shapes lower it; 0 when nothing is ever found.
@@ -58,6 +64,7 @@ NOMINAL_AREA = 0.5 * (math.pi * toyvideo.CIRCLE_RADIUS**2 + (2 * toyvideo.SQUARE
 AREA_RANGE = (0.4 * NOMINAL_AREA, 2.0 * NOMINAL_AREA)
 SHAPE_SPLIT = 0.3
 REAL_PER_CLIP = 4
+MOVING_TRAVEL = 2.0  # pixels first to last frame: below this a clip's step profile is noise
 REAL_SEED = 20260523
 FEATURE_NAMES = ("colour_r", "colour_g", "colour_b", "area", "fill", "start_x", "start_y", "vel_x", "vel_y", "speed")
 _VMAX = toyvideo.SPEEDS["quickly"]
@@ -206,6 +213,7 @@ class ClipAnalysis:
     fill: float
     shape_score: float
     consistency: float
+    steps: tuple = ()  # per-frame displacement along the net direction (valid clips only)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -277,6 +285,13 @@ def analyse_track(frames: list[FrameTrack]) -> ClipAnalysis:
         (x0, y0), vx, vy = (fs[0].cx, fs[0].cy), 0.0, 0.0
     speed = math.hypot(vx, vy)
     cls = toyvideo.speed_class(speed) if valid else None
+    steps = ()
+    if valid:
+        pos = np.array([[f.cx, f.cy] for f in fs])
+        net = pos[-1] - pos[0]
+        norm = float(np.linalg.norm(net))
+        if norm > 0:
+            steps = tuple(float(d) for d in np.diff(pos, axis=0) @ (net / norm))
     direction = classify_direction(vx, vy) if valid and cls != "still" else None
     return ClipAnalysis(
         valid, reason,
@@ -284,7 +299,15 @@ def analyse_track(frames: list[FrameTrack]) -> ClipAnalysis:
         (None if not math.isfinite(score) else ("square" if score > SHAPE_SPLIT else "circle")) if valid else None,
         direction, cls, speed, (vx, vy), (x0, y0), mean_colour,
         float(np.mean([f.mass for f in fs])), float(np.mean([f.fill for f in fs])), score,
-        temporal_consistency(frames))
+        temporal_consistency(frames), steps)
+
+
+def step_profile(analyses: list[ClipAnalysis]) -> list[float] | None:
+    """Mean per-frame step of the moving valid clips, each divided by its own mean step."""
+    rows = [np.array(a.steps) for a in analyses if a.valid and len(a.steps) and sum(a.steps) >= MOVING_TRAVEL]
+    if not rows:
+        return None
+    return [float(v) for v in np.mean([r / r.mean() for r in rows], axis=0)]
 
 
 def analyse_clips(videos) -> list[ClipAnalysis]:
@@ -469,6 +492,8 @@ def evaluate_clips(videos, prompts, seeds, real_videos=None, *, real_per_clip: i
         c: (sum(analyses[i].speed_class == c for i in unspec) / len(unspec) if unspec else None)
         for c in toyvideo.SPEEDS}
     res["temporal_consistency"] = float(np.mean([x.consistency for x in analyses])) if analyses else None
+    res["step_profile"] = step_profile(analyses)
+    res["end_speed_ratio"] = None if res["step_profile"] is None else 0.5 * (res["step_profile"][0] + res["step_profile"][-1])
     res["diversity"] = _finite_or_none(trajectory_diversity(analyses, prompts))
     res["diversity_pixels"] = _finite_or_none(pixel_diversity(a, prompts)) if len(a) else None
 

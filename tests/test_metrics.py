@@ -346,3 +346,27 @@ def test_cli_on_sample_files(tmp_path, gt300):
     assert rep["student"]["colour_accuracy"] == 1.0 and rep["student"]["fd_to_teacher"] == pytest.approx(0, abs=1e-9)
     assert os.path.exists(out / "summary.txt")
     assert ev.main(["--model", "missing.safetensors", "--seeds", "1"]) == 2  # one-line error, no traceback
+
+
+def _eased_clip(colour="red", shape="circle", x_first=4.5, x_last=11.5, y=8.0):
+    """A clip whose centre follows a cosine ease from x_first to x_last (slow ends, fast middle)."""
+    u = np.arange(toyvideo.FRAMES) / (toyvideo.FRAMES - 1)
+    xs = x_first + (x_last - x_first) * 0.5 * (1 - np.cos(np.pi * u))
+    frames = [toyvideo.render([toyvideo.Clip(colour, shape, "right", "still", float(x), y)])[0, 0] for x in xs]
+    return torch.stack(frames)[None], xs
+
+
+def test_step_profile_is_even_on_the_data_and_exposes_an_eased_clip(gt300):
+    prompts, videos, _, analyses = gt300
+    r = metrics.evaluate_clips(videos, prompts, list(range(300)), real_per_clip=1)
+    assert len(r["step_profile"]) == toyvideo.FRAMES - 1
+    assert max(abs(v - 1) for v in r["step_profile"]) < 0.03 and abs(r["end_speed_ratio"] - 1) < 0.03
+    clip, xs = _eased_clip()
+    a = metrics.analyse_clips(clip)[0]
+    steps = np.diff(xs)
+    assert a.valid and np.allclose(a.steps, steps, atol=0.08)  # tracked steps = the rendered ones
+    expect = 0.5 * (steps[0] + steps[-1]) / steps.mean()  # closed form of the cosine ease: 0.22 at 8 frames
+    assert abs(metrics.step_profile([a])[0] * 0.5 + metrics.step_profile([a])[-1] * 0.5 - expect) < 0.03
+    assert a.speed > (xs[-1] - xs[0]) / (toyvideo.FRAMES - 1)  # easing inflates the fitted speed
+    still = [dataclasses.replace(x, steps=(0.1, -0.1, 0.0, 0.1, 0.0, -0.1, 0.0)) for x in analyses[:3]]
+    assert metrics.step_profile(still) is None  # clips that do not travel are left out

@@ -234,6 +234,7 @@ _ROWS = (  # key, label, kind
     ("speed_classes_unspecified_speed.slowly", "  slowly (speed unspecified)", "pct"),
     ("speed_classes_unspecified_speed.quickly", "  quickly (speed unspecified)", "pct"),
     ("temporal_consistency", "temporal consistency", "diff"),
+    ("end_speed_ratio", "end / mean speed (1 = even)", "diff"),
     ("diversity", "diversity (trajectories)", "ratio"),
     ("diversity_pixels", "diversity (pixels, RMS)", "ratio"),
     ("fd", "FD to real clips", "diff"),
