@@ -51,8 +51,9 @@ class DistillConfig:
     init_generator: str = _opt("", "Optional start point for the generator: a LoRA file from an earlier export (LoRA "
                                "mode) or a full Wan file (`--full`). Must match the teacher's architecture.", group="task")
     # --- optimisation
-    iterations: int = _opt(400, "Generator updates to train for (each followed by the objective's fake-score updates). "
-                           "The default fits the 10-minute CPU budget of the tiny teacher.",
+    iterations: int = _opt(700, "Generator updates to train for (each followed by the objective's fake-score updates). "
+                           "The default fits the 10-minute CPU budget of the tiny teacher (400 gave a worse student: "
+                           "docs/tiny-model.md).",
                            group="optimisation")
     lr_generator: float = _opt(2e-4, "Generator AdamW learning rate (constant). The reference uses 2e-6 (full) / 1e-4 "
                                "(LoRA, 14B) over thousands of iterations; tuned for the tiny teacher's 400-iteration "
