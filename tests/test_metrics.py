@@ -366,7 +366,8 @@ def test_step_profile_is_even_on_the_data_and_exposes_an_eased_clip(gt300):
     steps = np.diff(xs)
     assert a.valid and np.allclose(a.steps, steps, atol=0.08)  # tracked steps = the rendered ones
     expect = 0.5 * (steps[0] + steps[-1]) / steps.mean()  # closed form of the cosine ease: 0.22 at 8 frames
-    assert abs(metrics.step_profile([a])[0] * 0.5 + metrics.step_profile([a])[-1] * 0.5 - expect) < 0.03
+    profile = metrics.step_profile([a])
+    assert abs(0.5 * (profile[0] + profile[-1]) - expect) < 0.03
     assert a.speed > (xs[-1] - xs[0]) / (toyvideo.FRAMES - 1)  # easing inflates the fitted speed
     still = [dataclasses.replace(x, steps=(0.1, -0.1, 0.0, 0.1, 0.0, -0.1, 0.0)) for x in analyses[:3]]
     assert metrics.step_profile(still) is None  # clips that do not travel are left out

@@ -56,8 +56,8 @@ class DistillConfig:
                            "docs/tiny-model.md).",
                            group="optimisation")
     lr_generator: float = _opt(2e-4, "Generator AdamW learning rate (constant). The reference uses 2e-6 (full) / 1e-4 "
-                               "(LoRA, 14B) over thousands of iterations; tuned for the tiny teacher's 400-iteration "
-                               "default run (docs/tiny-model.md: 5e-4 degraded the student).", group="optimisation")
+                               "(LoRA, 14B) over thousands of iterations; tuned on the tiny teacher's default run (then 400 iterations; "
+                               "docs/tiny-model.md: 5e-4 degraded the student).", group="optimisation")
     lr_fake: float = _opt(2e-4, "Fake-score AdamW learning rate (constant). Equal to the generator's: with one fake "
                           "update per iteration, the reference ratio 1/5 (2e-6 / 4e-7) let the fake score lag on the "
                           "tiny teacher (docs/tiny-model.md).", group="optimisation")
