@@ -69,11 +69,11 @@ def is_text_path(name: str) -> bool:
     return name.startswith("text_embedding.") or ".cross_attn." in name
 
 
-def param_groups(model, lr: float, lr_text: float | None) -> list[dict]:
+def param_groups(model, lr: float, lr_text: float) -> list[dict]:
     """AdamW groups; each carries its `lr_scale` relative to the schedule's peak `lr`. One group
     when the text path has no lr of its own (`--lr-text` equal to `--lr`: the recipe of v1-v5)."""
     named = list(model.named_parameters())
-    if lr_text is None or lr_text == lr:
+    if lr_text == lr:
         return [{"params": [p for _, p in named], "lr_scale": 1.0}]
     return [{"params": [p for n, p in named if not is_text_path(n)], "lr_scale": 1.0},
             {"params": [p for n, p in named if is_text_path(n)], "lr_scale": lr_text / lr}]
