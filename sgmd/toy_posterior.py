@@ -75,6 +75,24 @@ class Bank:
 
 
 _BANK: Bank | None = None
+_BLOCKS: dict = {}  # (shape index, combo index) -> the bank's rows, a slice (the bank is ordered that way)
+
+
+def _runs(keys: list) -> list[slice]:
+    """The bank rows of these (shape, combo) blocks, adjacent blocks merged into one slice."""
+    if not _BLOCKS:
+        b = bank()
+        key = b.shape * len(_COMBOS) + b.combo
+        cut = ((key[1:] != key[:-1]).nonzero().flatten() + 1).tolist()
+        for start, stop in zip([0] + cut, cut + [len(key)]):
+            _BLOCKS[(int(b.shape[start]), int(b.combo[start]))] = slice(start, stop)
+    out: list[slice] = []
+    for rows in sorted((_BLOCKS[k] for k in keys), key=lambda r: r.start):
+        if out and out[-1].stop == rows.start:
+            out[-1] = slice(out[-1].start, rows.stop)
+        else:
+            out.append(rows)
+    return out
 
 
 def bank() -> Bank:
@@ -119,18 +137,20 @@ def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str]) -
         log_combo = torch.full((len(_COMBOS),), -math.inf, dtype=torch.float64)
         for key, pr in prior.items():
             log_combo[_COMBOS.index(key)] = math.log(pr / len(shapes))
-        # the bank is ordered by shape, so the rows of the named shape are one contiguous view
-        idx = ((b.shape >= shapes[0]) & (b.shape <= shapes[-1])).nonzero().flatten()
-        rows = slice(int(idx[0]), int(idx[-1]) + 1)
-        masks = b.masks[rows]
-        log_prior = log_combo[b.combo[rows]] + b.log_cell[rows].double()
         names = [p.colour] if p.colour else list(toyvideo.COLOURS)
         a = torch.stack([colours[name] for name in names])  # [C, 16]
         r = x_s[i].double() - (1 - s) * k0  # [16, F, H, W]
-        rho = torch.einsum("kc,cfhw->fhwk", a, r).reshape(-1, len(names))  # [F*H*W, C]
-        quad = 4 * (1 - s) * (masks @ rho.float()).double().T - 4 * (1 - s) ** 2 * (a * a).sum(1, keepdim=True) * b.sqnorm[rows].double()
-        logits = log_prior + quad / (2 * s * s) - math.log(len(names))  # [C, K]
+        rho = torch.einsum("kc,cfhw->fhwk", a, r).reshape(-1, len(names)).float()  # [F*H*W, C]
+        # only the bank's rows the prompt allows, as contiguous views (a fully specified prompt: one
+        # shape and one combo in nine); the softmax runs over all of them together
+        runs = _runs([(si, ci) for si in shapes for ci in range(len(_COMBOS)) if log_combo[ci] > -math.inf])
+        logits = torch.cat([
+            log_combo[b.combo[rows]] + b.log_cell[rows].double()
+            + (4 * (1 - s) * (b.masks[rows] @ rho).double().T
+               - 4 * (1 - s) ** 2 * (a * a).sum(1, keepdim=True) * b.sqnorm[rows].double()) / (2 * s * s)
+            for rows in runs], dim=1) - math.log(len(names))  # [C, K allowed]
         wts = torch.softmax(logits.reshape(-1), 0).reshape(len(names), -1).float()  # over colours and clips
-        m = (wts @ masks).double().reshape(len(names), f, h, w)
+        parts = wts.split([rows.stop - rows.start for rows in runs], dim=1)
+        m = sum(w @ b.masks[rows] for w, rows in zip(parts, runs)).double().reshape(len(names), f, h, w)
         out[i] = k0 + 2 * torch.einsum("kc,kfhw->cfhw", a, m)
     return out.to(x_s.dtype)
