@@ -171,3 +171,36 @@ def test_lr_text_sets_the_text_path_apart(tmp_path):
         torch.testing.assert_close(state["model." + k], init[k], rtol=0, atol=0, msg=k)
     assert not torch.equal(state["model.blocks.0.self_attn.q.weight"], init["blocks.0.self_attn.q.weight"])
     assert json.loads(read_safetensors(out)[1]["sgmd_teacher"])["lr_text"] == 0.0
+
+
+def test_exact_target_replaces_the_spread_from_its_noise_level_up():
+    """`exact_from`: clips noised at or above it regress onto the exact velocity, so the exact
+    denoiser scores zero there; below it (and with the option off) the target is `eps - x0`, whose
+    spread the exact denoiser cannot fit."""
+    from sgmd import toyvideo
+    from sgmd.objectives.common import noised
+    from sgmd.schedules import warp
+
+    prompts, frames, _ = toyvideo.make_batch(8, torch.Generator().manual_seed(0))
+    model = _ExactModel(prompts + [""])
+
+    def loss(exact_from):
+        g = torch.Generator().manual_seed(1)
+        return float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from))
+
+    assert loss(1e-6) < 1e-8  # every clip on the exact target
+    off = loss(0.0)
+    assert off > 1e-3
+    # Replay the step's draws: with the option at 0.5, only the clips below 0.5 keep their spread.
+    g = torch.Generator().manual_seed(1)
+    drop = torch.rand(8, generator=g) < train_teacher.CFG_DROPOUT
+    sigma = warp(torch.rand(8, generator=g), 1.0)
+    x0 = train_teacher.codec.encode(frames)
+    eps = torch.randn(x0.shape, generator=g)
+    used = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+    v = train_teacher.exact_velocity(noised(x0, eps, sigma), sigma, used)
+    per_clip = (v - (eps - x0)).pow(2).flatten(1).mean(1)
+    low = sigma < 0.5
+    assert 0 < int(low.sum()) < 8
+    torch.testing.assert_close(loss(0.5), float(per_clip[low].sum() / 8), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(off, float(per_clip.mean()), rtol=1e-5, atol=1e-8)
