@@ -72,22 +72,16 @@ class Bank:
     shape: torch.Tensor  # index into toyvideo.SHAPES
     combo: torch.Tensor  # index into _COMBOS
     log_cell: torch.Tensor
+    blocks: dict  # (shape index, combo index) -> its rows, a slice (the bank is ordered that way)
 
 
 _BANK: Bank | None = None
-_BLOCKS: dict = {}  # (shape index, combo index) -> the bank's rows, a slice (the bank is ordered that way)
 
 
-def _runs(keys: list) -> list[slice]:
+def _runs(blocks: dict, keys: list) -> list[slice]:
     """The bank rows of these (shape, combo) blocks, adjacent blocks merged into one slice."""
-    if not _BLOCKS:
-        b = bank()
-        key = b.shape * len(_COMBOS) + b.combo
-        cut = ((key[1:] != key[:-1]).nonzero().flatten() + 1).tolist()
-        for start, stop in zip([0] + cut, cut + [len(key)]):
-            _BLOCKS[(int(b.shape[start]), int(b.combo[start]))] = slice(start, stop)
     out: list[slice] = []
-    for rows in sorted((_BLOCKS[k] for k in keys), key=lambda r: r.start):
+    for rows in sorted((blocks[k] for k in keys), key=lambda r: r.start):
         if out and out[-1].stop == rows.start:
             out[-1] = slice(out[-1].start, rows.stop)
         else:
@@ -99,12 +93,13 @@ def bank() -> Bank:
     """Built once per process (about 17k clips, ~140 MB, a few seconds)."""
     global _BANK
     if _BANK is None:
-        clips, shape_ix, combo_ix, log_cell = [], [], [], []
+        clips, shape_ix, combo_ix, log_cell, blocks = [], [], [], [], {}
         for si, shape in enumerate(toyvideo.SHAPES):
             for ci, (speed, direction) in enumerate(_COMBOS):
                 dx, dy = toyvideo.DIRECTIONS[direction] if direction else (0.0, 0.0)
                 xs = _axis_points(*_start_range(shape, speed, dx))
                 ys = _axis_points(*_start_range(shape, speed, dy))
+                blocks[(si, ci)] = slice(len(clips), len(clips) + len(xs) * len(ys))
                 for y in ys:
                     for x in xs:
                         clips.append(toyvideo.Clip("white", shape, direction or "left", speed, x, y))
@@ -113,7 +108,7 @@ def bank() -> Bank:
                         log_cell.append(-math.log(len(xs) * len(ys)))
         masks = torch.cat([toyvideo.render(clips[i:i + 1024])[..., 0].reshape(-1, toyvideo.FRAMES * toyvideo.SIZE ** 2)
                            for i in range(0, len(clips), 1024)])
-        _BANK = Bank(masks, masks.pow(2).sum(1), torch.tensor(shape_ix), torch.tensor(combo_ix), torch.tensor(log_cell))
+        _BANK = Bank(masks, masks.pow(2).sum(1), torch.tensor(shape_ix), torch.tensor(combo_ix), torch.tensor(log_cell), blocks)
     return _BANK
 
 
@@ -143,7 +138,7 @@ def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str]) -
         rho = torch.einsum("kc,cfhw->fhwk", a, r).reshape(-1, len(names)).float()  # [F*H*W, C]
         # only the bank's rows the prompt allows, as contiguous views (a fully specified prompt: one
         # shape and one combo in nine); the softmax runs over all of them together
-        runs = _runs([(si, ci) for si in shapes for ci in range(len(_COMBOS)) if log_combo[ci] > -math.inf])
+        runs = _runs(b.blocks, [(si, ci) for si in shapes for ci in range(len(_COMBOS)) if log_combo[ci] > -math.inf])
         logits = torch.cat([
             log_combo[b.combo[rows]] + b.log_cell[rows].double()
             + (4 * (1 - s) * (b.masks[rows] @ rho).double().T
