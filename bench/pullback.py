@@ -1,7 +1,7 @@
 """How much of DMD's residual SGMD's pull-back through the fake score keeps, per noise level.
 
     python bench/pullback.py RUN_DIR_OR_CHECKPOINT [--clips 8] [--sigmas 0.98,0.95,0.9,0.83,0.7,0.5,0.3,0.1]
-                             [--exact] [--threads 2]
+                             [--exact] [--speed] [--threads 2]
 
 From a distillation checkpoint (either objective; its own teacher, LoRA and schedule), on fully
 rolled-out generator samples g of fresh prompts, at each noise level s with the same noise eps:
@@ -14,7 +14,10 @@ It prints their norm ratio and cosine. Cosine 1 would mean the pull-back only re
 direction. `--exact` (the toy task only) adds the same for the task's exact denoiser
 `E[x0 | x_s, prompt]` (`sgmd.toy_posterior`), whose Jacobian `(1-s)/s^2 Cov[x0 | x_s]` is symmetric
 (Tweedie), so `J^T r` is a finite-difference directional derivative: what a perfect score of the
-data law would keep of r (at sigma >= 0.8, where its grid is fine enough). Means over clips; one draw of prompts and noise (`--seed`)."""
+data law would keep of r (at sigma >= 0.8, where its grid is fine enough). `--speed` (toy task)
+adds, on prompts naming a speed, the cosine of each update with the exact denoiser's change when the
+speed word is swapped: whether the update points toward the named speed. Means over clips; one draw
+of prompts and noise (`--seed`)."""
 from __future__ import annotations
 
 import argparse
@@ -84,7 +87,28 @@ def generator_gradients(g: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor,
     return r, pull_fisher, pull_full
 
 
-def measure(run, sigmas: list[float], exact: bool) -> list[dict]:
+def toward_named_speed(prompts: list[str], x: torch.Tensor, sigma: torch.Tensor, r: torch.Tensor,
+                       pull: torch.Tensor) -> dict:
+    """On clips whose prompt names a speed: cosine of each update (-r for DMD, -pull for SGMD) with
+    `E[x0 | x_s, prompt] - E[x0 | x_s, the prompt with the other speed word]` (exact denoiser), the
+    direction at x_s that separates the named speed from the other one."""
+    from sgmd.toy_posterior import posterior_mean
+    other = {"slowly": "quickly", "quickly": "slowly"}
+    keep, swapped = [], []
+    for i, text in enumerate(prompts):
+        words = text.split()
+        if any(w in other for w in words):
+            keep.append(i)
+            swapped.append(" ".join(other.get(w, w) for w in words))
+    if not keep:
+        return {}
+    idx = torch.tensor(keep)
+    delta = (posterior_mean(x[idx], sigma[idx], [prompts[i] for i in keep])
+             - posterior_mean(x[idx], sigma[idx], swapped)).float()
+    return {"speed_dmd": _cos(-r[idx], delta), "speed_sgmd": _cos(-pull[idx], delta), "speed_clips": len(keep)}
+
+
+def measure(run, sigmas: list[float], exact: bool, speed: bool = False) -> list[dict]:
     obj, roles = run.objective, run.roles
     batch = draw_batch(run)
     with torch.no_grad():
@@ -103,6 +127,8 @@ def measure(run, sigmas: list[float], exact: bool) -> list[dict]:
             row["ratio_exact"] = _ratio((1 - sv) * jr, r)
             row["cos_exact"] = _cos(jr, r)
             row["cos_fake_exact"] = _cos(pull_fisher, jr)
+        if speed and sv >= EXACT_FROM:
+            row.update(toward_named_speed(batch.prompts, noised(g, eps, s), s, r, pull_fisher))
         rows.append({k: (float(v.nanmean()) if torch.is_tensor(v) else v) for k, v in row.items()})
     return rows
 
@@ -113,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--sigmas", default="0.98,0.95,0.9,0.83,0.7,0.5,0.3,0.1")
     p.add_argument("--exact", action="store_true", help="also the toy task's exact denoiser (slow at low noise)")
+    p.add_argument("--speed", action="store_true", help="also how far each update points toward the prompt's own "
+                   "speed word (toy task; prompts naming a speed; sigma >= 0.8)")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = p.parse_args(argv)
@@ -128,7 +156,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run = build(config_of(path, tmp, args.clips, args.seed))
         run.state.rng.manual_seed(args.seed)
-        rows = measure(run, sigmas, args.exact)
+        rows = measure(run, sigmas, args.exact, args.speed)
     print(f"\n{path} ({run.cfg.objective}, iteration {run.state.step}), {args.clips} clips, lambda_NR "
           f"{run.cfg.lambda_nr}; DMD's gradient = r/N, SGMD's = pull-back of r through the fake score")
     head = f"{'sigma':>6} {'|SGMD|/|DMD|':>13} {'cos(SGMD, DMD)':>15} {'same, with NR':>14}"
@@ -139,6 +167,8 @@ def main(argv=None) -> int:
         line = f"{row['sigma']:>6.2f} {row['ratio']:>13.3f} {row['cos']:>15.3f} {row['cos_nr']:>14.3f}"
         if "cos_exact" in row:
             line += f" {row['ratio_exact']:>16.3f} {row['cos_exact']:>16.3f} {row['cos_fake_exact']:>17.3f}"
+        if "speed_dmd" in row:
+            line += f"  toward the named speed ({row['speed_clips']:.0f} clips): DMD {row['speed_dmd']:+.3f}, SGMD {row['speed_sgmd']:+.3f}"
         print(line)
     return 0
 

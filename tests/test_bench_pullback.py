@@ -57,3 +57,24 @@ def test_directional_derivative_of_a_quadratic():
     want = (2 * (x.flatten(1) @ M.T) * (v.flatten(1) @ M.T)).view_as(x)
     got = pullback.directional_derivative(f, x, v)
     assert torch.allclose(got, want, rtol=1e-8, atol=1e-8)
+
+
+def test_toward_named_speed_uses_the_other_speed_word_and_skips_unnamed():
+    from sgmd import toyvideo
+    from sgmd.toy_posterior import posterior_mean
+    prompts = ["a red circle moving left slowly", "a blue square", "a white square moving up quickly"]
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 16, toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE, generator=gen)
+    s = torch.full((3,), 0.95)
+    named = [0, 2]
+    delta = (posterior_mean(x[named], s[named], [prompts[i] for i in named])
+             - posterior_mean(x[named], s[named], ["a red circle moving left quickly", "a white square moving up slowly"])).float()
+    r = torch.randn(x.shape, generator=gen)
+    r[named] = -delta  # DMD's update -r is exactly the direction toward the named speed
+    pull = torch.randn(x.shape, generator=gen)
+    pull[named] = delta  # SGMD's update -pull is exactly away from it
+    out = pullback.toward_named_speed(prompts, x, s, r, pull)
+    assert out["speed_clips"] == 2
+    assert torch.allclose(out["speed_dmd"], torch.ones(2), atol=1e-5)
+    assert torch.allclose(out["speed_sgmd"], -torch.ones(2), atol=1e-5)
+    assert pullback.toward_named_speed(["a red circle", "a blue square moving left"], x[:2], s[:2], r[:2], pull[:2]) == {}
