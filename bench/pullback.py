@@ -31,7 +31,9 @@ import torch  # noqa: E402
 
 from sgmd.objectives.common import noised, score_normaliser  # noqa: E402
 from sgmd.objectives.sgmd import sgmd_generator_loss  # noqa: E402
+from sgmd import toyvideo  # noqa: E402
 from sgmd.samplers import denoised  # noqa: E402
+from sgmd.toy_posterior import posterior_mean  # noqa: E402
 from training.checkpoint import latest_checkpoint, read_checkpoint  # noqa: E402
 from training.config import DistillConfig, coerce, finish  # noqa: E402
 from training.loop import draw_batch  # noqa: E402
@@ -92,19 +94,13 @@ def toward_named_speed(prompts: list[str], x: torch.Tensor, sigma: torch.Tensor,
     """On clips whose prompt names a speed: cosine of each update (-r for DMD, -pull for SGMD) with
     `E[x0 | x_s, prompt] - E[x0 | x_s, the prompt with the other speed word]` (exact denoiser), the
     direction at x_s that separates the named speed from the other one."""
-    from sgmd.toy_posterior import posterior_mean
-    other = {"slowly": "quickly", "quickly": "slowly"}
-    keep, swapped = [], []
-    for i, text in enumerate(prompts):
-        words = text.split()
-        if any(w in other for w in words):
-            keep.append(i)
-            swapped.append(" ".join(other.get(w, w) for w in words))
+    swapped = [toyvideo.with_opposite(text, "speed") for text in prompts]
+    keep = [i for i, (text, other) in enumerate(zip(prompts, swapped)) if other != text]
     if not keep:
         return {}
     idx = torch.tensor(keep)
     delta = (posterior_mean(x[idx], sigma[idx], [prompts[i] for i in keep])
-             - posterior_mean(x[idx], sigma[idx], swapped)).float()
+             - posterior_mean(x[idx], sigma[idx], [swapped[i] for i in keep])).float()
     return {"speed_dmd": _cos(-r[idx], delta), "speed_sgmd": _cos(-pull[idx], delta), "speed_clips": len(keep)}
 
 
@@ -121,14 +117,14 @@ def measure(run, sigmas: list[float], exact: bool, speed: bool = False) -> list[
             g, eps, s, lambda x: denoised(x, s, roles.fake(x, s, batch.context)),
             lambda x: obj.teacher_denoised(roles, x, s, batch), run.cfg.lambda_nr)
         row = {"sigma": sv, "ratio": _ratio(pull_fisher, r), "cos": _cos(pull_fisher, r), "cos_nr": _cos(pull_full, r)}
+        x = noised(g, eps, s)
         if exact and sv >= EXACT_FROM:
-            from sgmd.toy_posterior import posterior_mean
-            jr = directional_derivative(lambda y: posterior_mean(y, s, batch.prompts).float(), noised(g, eps, s), r)
+            jr = directional_derivative(lambda y: posterior_mean(y, s, batch.prompts).float(), x, r)
             row["ratio_exact"] = _ratio((1 - sv) * jr, r)
             row["cos_exact"] = _cos(jr, r)
             row["cos_fake_exact"] = _cos(pull_fisher, jr)
         if speed and sv >= EXACT_FROM:
-            row.update(toward_named_speed(batch.prompts, noised(g, eps, s), s, r, pull_fisher))
+            row.update(toward_named_speed(batch.prompts, x, s, r, pull_fisher))
         rows.append({k: (float(v.nanmean()) if torch.is_tensor(v) else v) for k, v in row.items()})
     return rows
 

@@ -62,6 +62,17 @@ class Prompt:
         return cls(pick(COLOURS), pick(SHAPES), pick(DIRECTIONS), pick(("slowly", "quickly")))
 
 
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "slowly": "quickly", "quickly": "slowly"}
+_KIND_WORDS = {"direction": tuple(DIRECTIONS), "speed": ("slowly", "quickly")}
+
+
+def with_opposite(prompt: str, kind: str) -> str:
+    """`prompt` with its `kind` word ("direction" or "speed") replaced by the opposite (left/right,
+    up/down, slowly/quickly); unchanged when it names none."""
+    words = _KIND_WORDS[kind]
+    return " ".join(OPPOSITE[w] if w in words else w for w in prompt.split())
+
+
 def half_extent(shape: str) -> float:
     return CIRCLE_RADIUS if shape == "circle" else SQUARE_HALF
 

@@ -51,3 +51,20 @@ def test_raw_and_normalised_are_inverse_and_match_comfyui_convention():
     assert torch.allclose(raw, z * std + mean)
     assert torch.allclose(codec.from_raw(raw), z, atol=1e-5)
     assert torch.allclose(codec.decode_raw(raw, upscale=1), codec.decode(z), atol=1e-6)
+
+
+def test_with_opposite_swaps_only_its_kind_of_word():
+    assert toyvideo.with_opposite("a red circle moving left slowly", "direction") == "a red circle moving right slowly"
+    assert toyvideo.with_opposite("a red circle moving left slowly", "speed") == "a red circle moving left quickly"
+    assert toyvideo.with_opposite("a blue square moving quickly", "speed") == "a blue square moving slowly"
+    assert toyvideo.with_opposite("a white circle moving up", "direction") == "a white circle moving down"
+    assert toyvideo.with_opposite("a white circle moving up", "speed") == "a white circle moving up"
+    for p in toyvideo.all_prompts():  # an involution on the whole grammar, and it keeps the attributes it does not touch
+        for kind in ("direction", "speed"):
+            once = toyvideo.with_opposite(p.text, kind)
+            assert toyvideo.with_opposite(once, kind) == p.text
+            q = toyvideo.Prompt.parse(once)
+            assert (q.colour, q.shape) == (p.colour, p.shape)
+            other = "speed" if kind == "direction" else "direction"
+            assert getattr(q, other) == getattr(p, other)
+            assert getattr(q, kind) == toyvideo.OPPOSITE.get(getattr(p, kind))

@@ -9,6 +9,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
 import train_teacher  # noqa: E402
 
+from sgmd import toyvideo  # noqa: E402
 from sgmd.weights import load_wan, read_safetensors  # noqa: E402
 
 
@@ -143,7 +144,7 @@ class _ExactModel:
 
 def test_word_use_is_whole_for_the_exact_denoiser_and_nil_without_text():
     _, prompts, _ = train_teacher._specified_clips(4, 1)
-    candidates = prompts + [train_teacher._swap(p, i) for p in prompts for i in train_teacher._WORD_INDEX.values()]
+    candidates = prompts + [toyvideo.with_opposite(p, kind) for p in prompts for kind in train_teacher._WORD_INDEX]
     use = train_teacher.word_use(_ExactModel(candidates), n=4)
     for model_rise, exact_rise in use.values():
         assert exact_rise > 0.01  # the word matters at sigma 0.95

@@ -151,12 +151,6 @@ def _specified_clips(n: int, seed: int):
 
 
 _WORD_INDEX = {"direction": 4, "speed": 5}  # token positions in "a {colour} {shape} moving {direction} {speed}"
-_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "slowly": "quickly", "quickly": "slowly"}
-
-
-def _swap(prompt: str, index: int) -> str:
-    """`prompt` with its word at `index` replaced by the opposite (left/right, up/down, slowly/quickly)."""
-    return " ".join(_OPPOSITE.get(w, w) if k == index else w for k, w in enumerate(prompt.split()))
 
 
 @torch.no_grad()
@@ -167,7 +161,7 @@ def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1
     direction accuracy does."""
     g, prompts, x0 = _specified_clips(n, seed)
     eps = torch.randn(x0.shape, generator=g)
-    ctx = {name: text.encode_text([_swap(p, idx) for p in prompts]) for name, idx in _WORD_INDEX.items()}
+    ctx = {name: text.encode_text([toyvideo.with_opposite(p, name) for p in prompts]) for name in _WORD_INDEX}
     right_ctx = text.encode_text(prompts)
     rises = {name: [] for name in _WORD_INDEX}
     for s in sigmas:  # the unswapped loss is shared by both words
@@ -212,7 +206,7 @@ def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1) -> dict:
     base = model_loss(prompts), exact_loss(prompts)
     out = {}
     for name, idx in _WORD_INDEX.items():
-        swapped = [_swap(p, idx) for p in prompts]
+        swapped = [toyvideo.with_opposite(p, name) for p in prompts]
         out[name] = (model_loss(swapped) - base[0], exact_loss(swapped) - base[1])
     return out
 
