@@ -205,7 +205,7 @@ def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1) -> dict:
     exact_loss = lambda ps: float((exact_velocity(x_s, sig, ps) - target).pow(2).mean())  # noqa: E731
     base = model_loss(prompts), exact_loss(prompts)
     out = {}
-    for name, idx in _WORD_INDEX.items():
+    for name in _WORD_INDEX:
         swapped = [toyvideo.with_opposite(p, name) for p in prompts]
         out[name] = (model_loss(swapped) - base[0], exact_loss(swapped) - base[1])
     return out
