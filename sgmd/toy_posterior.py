@@ -27,7 +27,7 @@ from . import codec, toyvideo
 
 GRID_PX = 0.2  # start-point spacing of the bank (pixels)
 
-_COMBOS = [("still", None)] + [(v, d) for v in ("slowly", "quickly") for d in toyvideo.DIRECTIONS]
+_COMBOS = [("still", None)] + [(v, d) for v in toyvideo.NAMED_SPEEDS for d in toyvideo.DIRECTIONS]
 
 
 def combo_prior(direction: str | None, speed: str | None, unconditional: bool = False) -> dict:
@@ -38,8 +38,8 @@ def combo_prior(direction: str | None, speed: str | None, unconditional: bool = 
     dirs = list(toyvideo.DIRECTIONS)
     if unconditional:
         still = toyvideo.LEAVE_OUT / 3
-        return {("still", None): still, **{(v, d): (1 - still) / 2 / len(dirs) for v in ("slowly", "quickly") for d in dirs}}
-    speeds = [speed] if speed else ["still", "slowly", "quickly"]
+        return {("still", None): still, **{(v, d): (1 - still) / 2 / len(dirs) for v in toyvideo.NAMED_SPEEDS for d in dirs}}
+    speeds = [speed] if speed else ["still", *toyvideo.NAMED_SPEEDS]
     ds = [direction] if direction else dirs
     out: dict = {}
     for v in speeds:

@@ -22,6 +22,7 @@ COLOURS = {
 SHAPES = ("circle", "square")
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 SPEEDS = {"still": 0.0, "slowly": 0.45, "quickly": 1.1}  # pixels per frame; "still" is never named
+NAMED_SPEEDS = ("slowly", "quickly")  # the speed words of the prompt grammar
 CIRCLE_RADIUS = 3.2
 SQUARE_HALF = 2.9
 SUPERSAMPLE = 4
@@ -59,11 +60,11 @@ class Prompt:
         """Inverse of `text` for grammar prompts; attributes not named (or unknown) are None."""
         words = text.lower().replace(",", " ").split()
         pick = lambda vocab: next((w for w in words if w in vocab), None)  # noqa: E731
-        return cls(pick(COLOURS), pick(SHAPES), pick(DIRECTIONS), pick(("slowly", "quickly")))
+        return cls(pick(COLOURS), pick(SHAPES), pick(DIRECTIONS), pick(NAMED_SPEEDS))
 
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "slowly": "quickly", "quickly": "slowly"}
-_KIND_WORDS = {"direction": tuple(DIRECTIONS), "speed": ("slowly", "quickly")}
+_KIND_WORDS = {"direction": tuple(DIRECTIONS), "speed": NAMED_SPEEDS}
 
 
 def with_opposite(prompt: str, kind: str) -> str:
@@ -79,13 +80,13 @@ def half_extent(shape: str) -> float:
 
 def all_prompts() -> list[Prompt]:
     """Every prompt of the grammar (7 colours x 2 shapes x 5 direction options x 3 speed options)."""
-    return [Prompt(c, s, d, v) for c in COLOURS for s in SHAPES for d in (None, *DIRECTIONS) for v in (None, "slowly", "quickly")]
+    return [Prompt(c, s, d, v) for c in COLOURS for s in SHAPES for d in (None, *DIRECTIONS) for v in (None, *NAMED_SPEEDS)]
 
 
 def heldout_prompts() -> list[Prompt]:
     """Fully specified prompts never shown to the teacher in training: one per colour and shape,
     rotating through directions and speeds so each attribute value is held out somewhere."""
-    dirs, speeds = list(DIRECTIONS), ["slowly", "quickly"]
+    dirs, speeds = list(DIRECTIONS), NAMED_SPEEDS
     out = []
     for i, c in enumerate(COLOURS):
         for j, s in enumerate(SHAPES):
@@ -108,7 +109,7 @@ def random_prompt(g: torch.Generator, prompts: list[Prompt] | None = None) -> Pr
         c = list(COLOURS)[_randint(g, len(COLOURS))]
         s = SHAPES[_randint(g, 2)]
         d = None if _rand(g) < LEAVE_OUT else list(DIRECTIONS)[_randint(g, 4)]
-        v = None if _rand(g) < LEAVE_OUT else ("slowly", "quickly")[_randint(g, 2)]
+        v = None if _rand(g) < LEAVE_OUT else NAMED_SPEEDS[_randint(g, 2)]
         p = Prompt(c, s, d, v)
         if prompts is None or p in prompts:
             return p
@@ -118,7 +119,7 @@ def clip_for_prompt(p: Prompt, g: torch.Generator) -> Clip:
     """Fill the prompt's unspecified attributes at random, then a start point that keeps the whole
     motion inside the frame."""
     direction = p.direction or list(DIRECTIONS)[_randint(g, 4)]
-    speed = p.speed or ("still", "slowly", "quickly")[_randint(g, 3)]
+    speed = p.speed or ("still", *NAMED_SPEEDS)[_randint(g, 3)]
     travel = SPEEDS[speed] * (FRAMES - 1)
     dx, dy = DIRECTIONS[direction]
     r = half_extent(p.shape) + 0.5
