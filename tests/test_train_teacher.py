@@ -205,3 +205,49 @@ def test_exact_target_replaces_the_spread_from_its_noise_level_up():
     assert 0 < int(low.sum()) < 8
     torch.testing.assert_close(loss(0.5), float(per_clip[low].sum() / 8), rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(off, float(per_clip.mean()), rtol=1e-5, atol=1e-8)
+
+
+def test_motion_swap_prefers_the_speed_word():
+    assert train_teacher.motion_swap("a red circle moving left slowly") == "a red circle moving left quickly"
+    assert train_teacher.motion_swap("a red circle moving up") == "a red circle moving down"
+    assert train_teacher.motion_swap("a blue square moving quickly") == "a blue square moving slowly"
+    assert train_teacher.motion_swap("a red circle") is None
+    assert train_teacher.motion_swap("") is None
+
+
+def test_word_contrast_adds_the_error_of_the_words_effect():
+    """The exact denoiser scores zero with the contrast on; a prompt-blind exact denoiser (right on
+    average, no word effect) is charged exactly the mean square of the exact word effect on the
+    swappable clips, recomputed here from the step's replayed draws."""
+    from sgmd import toyvideo
+    from sgmd.objectives.common import noised
+    from sgmd.schedules import warp
+
+    prompts, frames, _ = toyvideo.make_batch(12, torch.Generator().manual_seed(0))
+    swaps = [train_teacher.motion_swap(p) for p in prompts]
+    exact = _ExactModel(prompts + [s for s in swaps if s] + [""])
+
+    def loss(model, w, exact_from=1e-6):
+        g = torch.Generator().manual_seed(1)
+        return float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, w))
+
+    assert loss(exact, 3.0) < 1e-8
+
+    class Blind(_ExactModel):
+        def __call__(self, x, t, ctx):
+            return train_teacher.exact_velocity(x, t / 1000, [""] * len(ctx))
+
+    blind = Blind(prompts + [s for s in swaps if s] + [""])
+    g = torch.Generator().manual_seed(1)
+    drop = torch.rand(12, generator=g) < train_teacher.CFG_DROPOUT
+    sigma = warp(torch.rand(12, generator=g), 1.0)
+    x0 = train_teacher.codec.encode(frames)
+    eps = torch.randn(x0.shape, generator=g)
+    used = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+    keep = [i for i, p in enumerate(used) if train_teacher.motion_swap(p) and sigma[i] >= 0.5]
+    assert 0 < len(keep) < 12  # some clips below 0.5 or unswappable: the term must skip them
+    x_s = noised(x0[keep], eps[keep], sigma[keep])
+    effect = (train_teacher.exact_velocity(x_s, sigma[keep], [used[i] for i in keep])
+              - train_teacher.exact_velocity(x_s, sigma[keep], [train_teacher.motion_swap(used[i]) for i in keep]))
+    torch.testing.assert_close(loss(blind, 2.0, 0.5) - loss(blind, 0.0, 0.5), 2.0 * float(effect.pow(2).mean()),
+                               rtol=1e-4, atol=1e-8)

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-shift", type=float, default=TRAIN_SIGMA_SHIFT, help="training noise level warp_k(u), u uniform")
     p.add_argument("--exact-target-from", type=float, default=EXACT_TARGET_FROM,
                    help="noise level from which clips regress onto the task's exact velocity instead of eps - x0 (0 = off)")
+    p.add_argument("--word-contrast", type=float, default=0.0,
+                   help="weight of the motion-word contrast on the exact-target clips (flow_matching_step; 0 = off)")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     return p
 
@@ -107,11 +109,19 @@ def lr_at(step: int, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_from: float = 0.0):
+def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_from: float = 0.0,
+                       word_contrast: float = 0.0):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
-    spread (a stable target field computed over the task's clip bank, `sgmd.toy_posterior`)."""
+    spread (a stable target field computed over the task's clip bank, `sgmd.toy_posterior`).
+
+    With `word_contrast` > 0 as well, each of those clips whose prompt names a motion word is also
+    run with that word swapped (`motion_swap`), and `word_contrast * mean(((v - v') - (v* - v*'))^2)`
+    is added: the error of the word's own effect on the velocity. Its minimiser is the exact
+    velocity too, so the term only weights the small, word-dependent part of the field that plain
+    flow matching learns last (speed, docs/tiny-model.md). It draws nothing: with it off, the batch
+    and the loss are the same as without the option."""
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -125,7 +135,24 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         target = eps - x0
         x_s = noised(x0[high], eps[high], sigma[high])
         target[high] = exact_velocity(x_s, sigma[high], [used[i] for i in high])
-    return flow_matching_loss(model, x0, eps, sigma, ctx, target)
+    pairs = [(j, i, w) for j, i in enumerate(high) if (w := motion_swap(used[i]))] if word_contrast > 0 else []
+    if not pairs:
+        return flow_matching_loss(model, x0, eps, sigma, ctx, target)
+    rows, idx, swapped = (list(z) for z in zip(*pairs))
+    x_sw, sig_sw = x_s[rows], sigma[idx]
+    v_all = model(torch.cat([noised(x0, eps, sigma), x_sw]), sigma_to_timestep(torch.cat([sigma, sig_sw])),
+                  torch.cat([ctx, text.encode_text(swapped)]))  # one pass over the batch and the swapped copies
+    v, v_sw = v_all[:b], v_all[b:]
+    contrast = ((v[idx] - v_sw) - (target[idx] - exact_velocity(x_sw, sig_sw, swapped))).pow(2).mean()
+    return (v - target).pow(2).mean() + word_contrast * contrast
+
+
+def motion_swap(prompt: str) -> str | None:
+    """The prompt with its speed word swapped for the opposite, else its direction word; None when it
+    names neither (or is the empty prompt of CFG dropout)."""
+    p = toyvideo.Prompt.parse(prompt)
+    kind = "speed" if p.speed else "direction" if p.direction else None
+    return toyvideo.with_opposite(prompt, kind) if kind else None
 
 
 def exact_velocity(x_s, sigma, prompts):
@@ -257,7 +284,7 @@ def main(argv=None) -> int:
         prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set)
         for group in opt.param_groups:
             group["lr"] = cycled_lr(step, cycles, args.lr) * group.get("lr_scale", 1.0)  # absent in older checkpoints
-        loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift, args.exact_target_from)
+        loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -295,7 +322,7 @@ def main(argv=None) -> int:
             "task": "sgmd-toyvideo-v1", "codec": codec.CODEC_ID, "frames": toyvideo.FRAMES, "size": toyvideo.SIZE,
             "config": config.to_dict(), "steps": step, "lr_cycles": cycles, "batch_size": args.batch_size, "lr": args.lr, "lr_text": args.lr_text,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
-            "exact_target_from": args.exact_target_from,
+            "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
         }),
     }
     write_safetensors(args.out, ema, meta)
