@@ -128,6 +128,19 @@ def test_bad_lr_cycles_is_a_one_line_error():
             train_teacher.parse_cycles(bad, 3300)
 
 
+def test_word_contrast_without_exact_targets_is_a_one_line_error(tmp_path):
+    """The contrast is computed on the exact-target clips only; asked for without them it would train
+    as if it were off, so the command refuses before any training or file."""
+    import pytest
+    from sgmd.errors import SGMDError
+
+    out = tmp_path / "t.safetensors"
+    for bad in (["--word-contrast", "1", "--exact-target-from", "0"], ["--word-contrast", "-1"]):
+        with pytest.raises(SGMDError, match="--word-contrast"):
+            train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
+    assert not out.exists()
+
+
 class _ExactModel:
     """The task's exact denoiser behind the model call signature: it reads the prompt back from the
     text embedding (the toy encoder is deterministic) and the noise level from the timestep."""

@@ -258,6 +258,10 @@ def posterior_gap(model, n: int = 32, sigmas=(0.97, 0.93, 0.9), seed: int = 2) -
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cycles = parse_cycles(args.lr_cycles, args.steps)
+    if args.word_contrast < 0 or (args.word_contrast > 0 and args.exact_target_from <= 0):
+        # the contrast is taken on the exact-target clips only: without them it would silently do nothing
+        raise SGMDError(f"--word-contrast must be >= 0 and needs --exact-target-from > 0; got "
+                        f"{args.word_contrast:g} with {args.exact_target_from:g}")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
