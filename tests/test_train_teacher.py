@@ -193,7 +193,6 @@ def test_exact_target_replaces_the_spread_from_its_noise_level_up():
     spread the exact denoiser cannot fit."""
     from sgmd import toyvideo
     from sgmd.objectives.common import noised
-    from sgmd.schedules import warp
 
     prompts, frames, _ = toyvideo.make_batch(8, torch.Generator().manual_seed(0))
     model = _ExactModel(prompts + [""])
@@ -206,18 +205,26 @@ def test_exact_target_replaces_the_spread_from_its_noise_level_up():
     off = loss(0.0)
     assert off > 1e-3
     # Replay the step's draws: with the option at 0.5, only the clips below 0.5 keep their spread.
-    g = torch.Generator().manual_seed(1)
-    drop = torch.rand(8, generator=g) < train_teacher.CFG_DROPOUT
-    sigma = warp(torch.rand(8, generator=g), 1.0)
-    x0 = train_teacher.codec.encode(frames)
-    eps = torch.randn(x0.shape, generator=g)
-    used = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+    sigma, x0, eps, used = _replay_step_draws(frames, prompts)
     v = train_teacher.exact_velocity(noised(x0, eps, sigma), sigma, used)
     per_clip = (v - (eps - x0)).pow(2).flatten(1).mean(1)
     low = sigma < 0.5
     assert 0 < int(low.sum()) < 8
     torch.testing.assert_close(loss(0.5), float(per_clip[low].sum() / 8), rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(off, float(per_clip.mean()), rtol=1e-5, atol=1e-8)
+
+
+def _replay_step_draws(frames, prompts, seed: int = 1):
+    """The draws `flow_matching_step` makes from a generator seeded `seed` at training shift 1 (CFG
+    dropout, noise level, noise), in its order: what a test needs to recompute the loss by hand."""
+    from sgmd.schedules import warp
+
+    g = torch.Generator().manual_seed(seed)
+    drop = torch.rand(len(prompts), generator=g) < train_teacher.CFG_DROPOUT
+    sigma = warp(torch.rand(len(prompts), generator=g), 1.0)
+    x0 = train_teacher.codec.encode(frames)
+    eps = torch.randn(x0.shape, generator=g)
+    return sigma, x0, eps, ["" if d else p for p, d in zip(prompts, drop.tolist())]
 
 
 def test_motion_swap_prefers_the_speed_word():
@@ -234,7 +241,6 @@ def test_word_contrast_adds_the_error_of_the_words_effect():
     swappable clips, recomputed here from the step's replayed draws."""
     from sgmd import toyvideo
     from sgmd.objectives.common import noised
-    from sgmd.schedules import warp
 
     prompts, frames, _ = toyvideo.make_batch(12, torch.Generator().manual_seed(0))
     swaps = [train_teacher.motion_swap(p) for p in prompts]
@@ -251,12 +257,7 @@ def test_word_contrast_adds_the_error_of_the_words_effect():
             return train_teacher.exact_velocity(x, t / 1000, [""] * len(ctx))
 
     blind = Blind(prompts + [s for s in swaps if s] + [""])
-    g = torch.Generator().manual_seed(1)
-    drop = torch.rand(12, generator=g) < train_teacher.CFG_DROPOUT
-    sigma = warp(torch.rand(12, generator=g), 1.0)
-    x0 = train_teacher.codec.encode(frames)
-    eps = torch.randn(x0.shape, generator=g)
-    used = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+    sigma, x0, eps, used = _replay_step_draws(frames, prompts)
     keep = [i for i, p in enumerate(used) if train_teacher.motion_swap(p) and sigma[i] >= 0.5]
     assert 0 < len(keep) < 12  # some clips below 0.5 or unswappable: the term must skip them
     x_s = noised(x0[keep], eps[keep], sigma[keep])
