@@ -8,7 +8,7 @@ the motion distribution deliberately multi-modal.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -72,6 +72,13 @@ def with_opposite(prompt: str, kind: str) -> str:
     up/down, slowly/quickly); unchanged when it names none."""
     words = _KIND_WORDS[kind]
     return " ".join(OPPOSITE[w] if w in words else w for w in prompt.split())
+
+
+def without(prompt: str, kind: str) -> str:
+    """`prompt` with its `kind` word ("direction" or "speed") left out, in the grammar's form ("a red
+    circle moving left slowly" -> "a red circle moving left" -> "a red circle"): that attribute is then
+    random, as in the data. Grammar prompts only (`Prompt.parse`)."""
+    return replace(Prompt.parse(prompt), **{kind: None}).text
 
 
 def half_extent(shape: str) -> float:

@@ -4,12 +4,14 @@ import json
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
 import train_teacher  # noqa: E402
 
 from sgmd import toyvideo  # noqa: E402
+from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.weights import load_wan, read_safetensors  # noqa: E402
 
 
@@ -120,9 +122,6 @@ def test_lr_cycles_reproduce_a_run_extended_by_resuming(tmp_path):
 
 
 def test_bad_lr_cycles_is_a_one_line_error():
-    import pytest
-    from sgmd.errors import SGMDError
-
     for bad in ("2000,1000", "abc", "0"):
         with pytest.raises(SGMDError, match="--lr-cycles"):
             train_teacher.parse_cycles(bad, 3300)
@@ -131,9 +130,6 @@ def test_bad_lr_cycles_is_a_one_line_error():
 def test_word_contrast_without_exact_targets_is_a_one_line_error(tmp_path):
     """The contrast is computed on the exact-target clips only; asked for without them it would train
     as if it were off, so the command refuses before any training or file."""
-    import pytest
-    from sgmd.errors import SGMDError
-
     out = tmp_path / "t.safetensors"
     for bad in (["--word-contrast", "1", "--exact-target-from", "0"], ["--word-contrast", "-1"]):
         with pytest.raises(SGMDError, match="--word-contrast"):
@@ -191,7 +187,6 @@ def test_exact_target_replaces_the_spread_from_its_noise_level_up():
     """`exact_from`: clips noised at or above it regress onto the exact velocity, so the exact
     denoiser scores zero there; below it (and with the option off) the target is `eps - x0`, whose
     spread the exact denoiser cannot fit."""
-    from sgmd import toyvideo
     from sgmd.objectives.common import noised
 
     prompts, frames, _ = toyvideo.make_batch(8, torch.Generator().manual_seed(0))
@@ -205,7 +200,7 @@ def test_exact_target_replaces_the_spread_from_its_noise_level_up():
     off = loss(0.0)
     assert off > 1e-3
     # Replay the step's draws: with the option at 0.5, only the clips below 0.5 keep their spread.
-    sigma, x0, eps, used = _replay_step_draws(frames, prompts)
+    sigma, x0, eps, used, _ = _replay_step_draws(frames, prompts)
     v = train_teacher.exact_velocity(noised(x0, eps, sigma), sigma, used)
     per_clip = (v - (eps - x0)).pow(2).flatten(1).mean(1)
     low = sigma < 0.5
@@ -216,7 +211,8 @@ def test_exact_target_replaces_the_spread_from_its_noise_level_up():
 
 def _replay_step_draws(frames, prompts, seed: int = 1):
     """The draws `flow_matching_step` makes from a generator seeded `seed` at training shift 1 (CFG
-    dropout, noise level, noise), in its order: what a test needs to recompute the loss by hand."""
+    dropout, noise level, noise), in its order, and the generator after them: what a test needs to
+    recompute the loss by hand."""
     from sgmd.schedules import warp
 
     g = torch.Generator().manual_seed(seed)
@@ -224,7 +220,7 @@ def _replay_step_draws(frames, prompts, seed: int = 1):
     sigma = warp(torch.rand(len(prompts), generator=g), 1.0)
     x0 = train_teacher.codec.encode(frames)
     eps = torch.randn(x0.shape, generator=g)
-    return sigma, x0, eps, ["" if d else p for p, d in zip(prompts, drop.tolist())]
+    return sigma, x0, eps, ["" if d else p for p, d in zip(prompts, drop.tolist())], g
 
 
 def test_motion_swap_prefers_the_speed_word():
@@ -233,35 +229,63 @@ def test_motion_swap_prefers_the_speed_word():
     assert train_teacher.motion_swap("a blue square moving quickly") == "a blue square moving slowly"
     assert train_teacher.motion_swap("a red circle") is None
     assert train_teacher.motion_swap("") is None
+    # drop: the word goes, and "moving" with it when nothing is left to move (the grammar's form)
+    assert train_teacher.motion_swap("a red circle moving left slowly", drop=True) == "a red circle moving left"
+    assert train_teacher.motion_swap("a red circle moving up", drop=True) == "a red circle"
+    assert train_teacher.motion_swap("a blue square moving quickly", drop=True) == "a blue square"
+    assert train_teacher.motion_swap("", drop=True) is None
 
 
-def test_word_contrast_adds_the_error_of_the_words_effect():
+def test_without_leaves_the_attribute_random_in_the_grammar():
+    for p in toyvideo.all_prompts():
+        for kind in ("direction", "speed"):
+            out = toyvideo.Prompt.parse(toyvideo.without(p.text, kind))
+            assert getattr(out, kind) is None
+            assert out == toyvideo.Prompt(**{**p.__dict__, kind: None})
+            assert toyvideo.without(p.text, kind) == out.text  # a prompt of the data, not a new string
+
+
+@pytest.mark.parametrize("swap", train_teacher.CONTRAST_SWAPS)
+def test_word_contrast_adds_the_error_of_the_words_effect(swap):
     """The exact denoiser scores zero with the contrast on; a prompt-blind exact denoiser (right on
     average, no word effect) is charged exactly the mean square of the exact word effect on the
-    swappable clips, recomputed here from the step's replayed draws."""
-    from sgmd import toyvideo
+    swappable clips, recomputed here from the step's replayed draws (for `either`, the per-clip
+    coin drawn after them)."""
     from sgmd.objectives.common import noised
 
     prompts, frames, _ = toyvideo.make_batch(12, torch.Generator().manual_seed(0))
-    swaps = [train_teacher.motion_swap(p) for p in prompts]
-    exact = _ExactModel(prompts + [s for s in swaps if s] + [""])
+    swaps = [train_teacher.motion_swap(p, d) for p in prompts for d in (False, True)]
+    known = prompts + [s for s in swaps if s] + [""]
 
     def loss(model, w, exact_from=1e-6):
         g = torch.Generator().manual_seed(1)
-        return float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, w))
+        return float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, w, swap))
 
-    assert loss(exact, 3.0) < 1e-8
+    assert loss(_ExactModel(known), 3.0) < 1e-8
 
     class Blind(_ExactModel):
         def __call__(self, x, t, ctx):
             return train_teacher.exact_velocity(x, t / 1000, [""] * len(ctx))
 
-    blind = Blind(prompts + [s for s in swaps if s] + [""])
-    sigma, x0, eps, used = _replay_step_draws(frames, prompts)
-    keep = [i for i, p in enumerate(used) if train_teacher.motion_swap(p) and sigma[i] >= 0.5]
+    sigma, x0, eps, used, g = _replay_step_draws(frames, prompts)
+    high = (sigma >= 0.5).nonzero().flatten().tolist()
+    drops = (torch.rand(len(high), generator=g) < 0.5).tolist() if swap == "either" else [swap == "drop"] * len(high)
+    if swap == "either":
+        assert 0 < sum(drops) < len(drops)  # both kinds of swap in this batch
+    swapped = {i: train_teacher.motion_swap(used[i], d) for i, d in zip(high, drops)}
+    keep = [i for i in high if swapped[i]]
     assert 0 < len(keep) < 12  # some clips below 0.5 or unswappable: the term must skip them
     x_s = noised(x0[keep], eps[keep], sigma[keep])
     effect = (train_teacher.exact_velocity(x_s, sigma[keep], [used[i] for i in keep])
-              - train_teacher.exact_velocity(x_s, sigma[keep], [train_teacher.motion_swap(used[i]) for i in keep]))
+              - train_teacher.exact_velocity(x_s, sigma[keep], [swapped[i] for i in keep]))
+    blind = Blind(known)
     torch.testing.assert_close(loss(blind, 2.0, 0.5) - loss(blind, 0.0, 0.5), 2.0 * float(effect.pow(2).mean()),
                                rtol=1e-4, atol=1e-8)
+
+
+def test_contrast_swap_without_word_contrast_is_a_one_line_error(tmp_path):
+    out = tmp_path / "t.safetensors"
+    with pytest.raises(SGMDError, match="--contrast-swap"):
+        train_teacher.main(["--contrast-swap", "drop", "--steps", "1", "--out", str(out),
+                            "--checkpoint", str(tmp_path / "c.safetensors")])
+    assert not out.exists()

@@ -34,6 +34,7 @@ TRAIN_SIGMA_SHIFT = 6.0  # 40% of clips at sigma >= 0.9, where the layout and th
 EXACT_TARGET_FROM = 0.9  # above it, regress onto the task's exact velocity: the words are routed sooner (v8, v11)
 MAX_MINUTES = 44.5  # the budget of issue 3 (45 min on the 2-core reference machine)
 CFG_DROPOUT = 0.1
+CONTRAST_SWAPS = ("opposite", "drop", "either")  # what --word-contrast turns the motion word into
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise level from which clips regress onto the task's exact velocity instead of eps - x0 (0 = off)")
     p.add_argument("--word-contrast", type=float, default=0.0,
                    help="weight of the motion-word contrast on the exact-target clips (flow_matching_step; 0 = off)")
+    p.add_argument("--contrast-swap", choices=CONTRAST_SWAPS, default="opposite",
+                   help="what the contrast turns the word into: its opposite, nothing (drop), or either (per clip)")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     return p
 
@@ -110,7 +113,7 @@ def lr_at(step: int, total: int, peak: float) -> float:
 
 
 def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_from: float = 0.0,
-                       word_contrast: float = 0.0):
+                       word_contrast: float = 0.0, contrast_swap: str = "opposite"):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -120,8 +123,10 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     run with that word swapped (`motion_swap`), and `word_contrast * mean(((v - v') - (v* - v*'))^2)`
     is added: the error of the word's own effect on the velocity. Its minimiser is the exact
     velocity too, so the term only weights the small, word-dependent part of the field that plain
-    flow matching learns last (speed, docs/tiny-model.md). It draws nothing: with it off, the batch
-    and the loss are the same as without the option."""
+    flow matching learns last (speed, docs/tiny-model.md). `contrast_swap` says what the word
+    becomes: its `opposite` (slowly <-> quickly), nothing (`drop`: the attribute is then random, as
+    in the data, so "slowly" is contrasted with still and quick clips alike), or `either`, drawn per
+    clip. Only `either` draws: with the term off, or `opposite`, the batch is the same as without it."""
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -135,7 +140,11 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         target = eps - x0
         x_s = noised(x0[high], eps[high], sigma[high])
         target[high] = exact_velocity(x_s, sigma[high], [used[i] for i in high])
-    pairs = [(j, i, w) for j, i in enumerate(high) if (w := motion_swap(used[i]))] if word_contrast > 0 else []
+    pairs = []
+    if word_contrast > 0:
+        drops = ((torch.rand(len(high), generator=g) < 0.5).tolist() if contrast_swap == "either"
+                 else [contrast_swap == "drop"] * len(high))
+        pairs = [(j, i, w) for j, i in enumerate(high) if (w := motion_swap(used[i], drops[j]))]
     if not pairs:
         return flow_matching_loss(model, x0, eps, sigma, ctx, target)
     rows, idx, swapped = (list(z) for z in zip(*pairs))
@@ -147,12 +156,14 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     return (v - target).pow(2).mean() + word_contrast * contrast
 
 
-def motion_swap(prompt: str) -> str | None:
-    """The prompt with its speed word swapped for the opposite, else its direction word; None when it
-    names neither (or is the empty prompt of CFG dropout)."""
+def motion_swap(prompt: str, drop: bool = False) -> str | None:
+    """The prompt with its speed word swapped for the opposite (or left out, `drop`), else its
+    direction word; None when it names neither (or is the empty prompt of CFG dropout)."""
     p = toyvideo.Prompt.parse(prompt)
     kind = "speed" if p.speed else "direction" if p.direction else None
-    return toyvideo.with_opposite(prompt, kind) if kind else None
+    if kind is None:
+        return None
+    return toyvideo.without(prompt, kind) if drop else toyvideo.with_opposite(prompt, kind)
 
 
 def exact_velocity(x_s, sigma, prompts):
@@ -262,6 +273,8 @@ def main(argv=None) -> int:
         # the contrast is taken on the exact-target clips only: without them it would silently do nothing
         raise SGMDError(f"--word-contrast must be >= 0 and needs --exact-target-from > 0; got "
                         f"{args.word_contrast:g} with {args.exact_target_from:g}")
+    if args.contrast_swap != "opposite" and not args.word_contrast:
+        raise SGMDError(f"--contrast-swap {args.contrast_swap} needs --word-contrast > 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -288,7 +301,8 @@ def main(argv=None) -> int:
         prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set)
         for group in opt.param_groups:
             group["lr"] = cycled_lr(step, cycles, args.lr) * group.get("lr_scale", 1.0)  # absent in older checkpoints
-        loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast)
+        loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast,
+                                  args.contrast_swap)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -327,6 +341,7 @@ def main(argv=None) -> int:
             "config": config.to_dict(), "steps": step, "lr_cycles": cycles, "batch_size": args.batch_size, "lr": args.lr, "lr_text": args.lr_text,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
+            "contrast_swap": args.contrast_swap,
         }),
     }
     write_safetensors(args.out, ema, meta)
