@@ -152,18 +152,22 @@ class _ExactModel:
 
 
 def test_word_use_is_whole_for_the_exact_denoiser_and_nil_without_text():
-    _, prompts, _ = train_teacher._specified_clips(4, 1)
-    candidates = prompts + [toyvideo.with_opposite(p, kind) for p in prompts for kind in train_teacher._WORD_INDEX]
-    use = train_teacher.word_use(_ExactModel(candidates), n=4)
-    for model_rise, exact_rise in use.values():
-        assert exact_rise > 0.01  # the word matters at sigma 0.95
-        assert abs(model_rise / exact_rise - 1) < 1e-4
+    _, prompts, _ = train_teacher._specified_clips(8, 1)  # both speed words among them
+    candidates = prompts + [change(p, kind) for p in prompts for kind in train_teacher._WORD_INDEX
+                            for change in (toyvideo.with_opposite, toyvideo.without)]
+    for drop in (False, True):
+        use = train_teacher.word_use(_ExactModel(candidates), n=8, drop=drop)
+        assert set(use) == ({"direction", "slowly", "quickly"} if drop else {"direction", "speed"})
+        for model_rise, exact_rise in use.values():
+            assert exact_rise > (5e-4 if drop else 0.01)  # the word matters at sigma 0.95 (less against its absence)
+            assert abs(model_rise / exact_rise - 1) < 1e-4
 
     class Blind(_ExactModel):  # the exact denoiser of the unconditional law: ignores the prompt
         def __call__(self, x, t, ctx):
             return train_teacher.exact_velocity(x, t / 1000, [""] * len(ctx))
 
-    assert all(m == 0.0 and e > 0.01 for m, e in train_teacher.word_use(Blind(candidates), n=4).values())
+    assert all(m == 0.0 and e > 0.01 for m, e in train_teacher.word_use(Blind(candidates), n=8).values())
+    assert all(m == 0.0 and e > 5e-4 for m, e in train_teacher.word_use(Blind(candidates), n=8, drop=True).values())
 
 
 def test_lr_text_sets_the_text_path_apart(tmp_path):

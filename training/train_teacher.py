@@ -230,22 +230,32 @@ def word_attention(model, n: int = 16, sigma: float = 0.95, seed: int = 3) -> di
 
 
 @torch.no_grad()
-def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1) -> dict:
+def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1, drop: bool = False) -> dict:
     """Per motion word, `(model, exact)`: the absolute rise of the flow-matching loss when the word is
     swapped for its opposite, for the model and for the task's exact denoiser on the same noisy
     clips. `model / exact` is the share of what the word can tell at this noise level that the model
-    uses (the relative probe above cannot say: its denominator includes the model's own error)."""
+    uses (the relative probe above cannot say: its denominator includes the model's own error).
+    With `drop`, the word is left out instead (`toyvideo.without`), and the speed word is reported
+    per word ("slowly", "quickly"): what each adds over a prompt that leaves the speed random, which
+    a teacher can miss for one word while it over-uses the other (docs/tiny-model.md, v13)."""
     g, prompts, x0 = _specified_clips(n, seed)
     eps = torch.randn(x0.shape, generator=g)
     sig = torch.full((n,), sigma)
     x_s, target = noised(x0, eps, sig), eps - x0
-    model_loss = lambda ps: float(flow_matching_loss(model, x0, eps, sig, text.encode_text(ps)))  # noqa: E731
-    exact_loss = lambda ps: float((exact_velocity(x_s, sig, ps) - target).pow(2).mean())  # noqa: E731
+    per_clip = lambda v: (v - target).pow(2).flatten(1).mean(1)  # noqa: E731
+    model_loss = lambda ps: per_clip(model(x_s, sigma_to_timestep(sig), text.encode_text(ps)))  # noqa: E731
+    exact_loss = lambda ps: per_clip(exact_velocity(x_s, sig, ps))  # noqa: E731
     base = model_loss(prompts), exact_loss(prompts)
+    change = toyvideo.without if drop else toyvideo.with_opposite
+    everyone = torch.ones(n, dtype=torch.bool)
+    slow = torch.tensor([toyvideo.Prompt.parse(p).speed == "slowly" for p in prompts])
+    groups = ({"direction": ("direction", everyone), "slowly": ("speed", slow), "quickly": ("speed", ~slow)} if drop
+              else {name: (name, everyone) for name in _WORD_INDEX})
     out = {}
-    for name in _WORD_INDEX:
-        swapped = [toyvideo.with_opposite(p, name) for p in prompts]
-        out[name] = (model_loss(swapped) - base[0], exact_loss(swapped) - base[1])
+    for name, (kind, rows) in groups.items():
+        swapped = [change(p, kind) for p in prompts]
+        rise_m, rise_e = model_loss(swapped) - base[0], exact_loss(swapped) - base[1]
+        out[name] = (float(rise_m[rows].mean()), float(rise_e[rows].mean()))
     return out
 
 
@@ -322,6 +332,7 @@ def main(argv=None) -> int:
             gap = ", ".join(f"{v:.3f} at {k:g}" for k, v in posterior_gap(model).items())
             att = "; ".join(f"{k} " + "/".join(f"{w:.2f}" for w in v) for k, v in word_attention(model).items())
             use = ", ".join(f"{k} {m / e:.0%}" for k, (m, e) in word_use(model).items())
+            use += "; left out: " + ", ".join(f"{k} {m / e:.0%}" for k, (m, e) in word_use(model, drop=True).items())
             print(f"probe step {step}: loss rise when the word is swapped: direction {probe['direction']:+.1%}, "
                   f"speed {probe['speed']:+.1%}; share of the exact denoiser's word use at sigma 0.95: {use}; "
                   f"distance to the exact denoiser {gap}; "
