@@ -149,3 +149,9 @@ def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str]) -
         m = sum(w @ b.masks[rows] for w, rows in zip(parts, runs)).double().reshape(len(names), f, h, w)
         out[i] = k0 + 2 * torch.einsum("kc,kfhw->cfhw", a, m)
     return out.to(x_s.dtype)
+
+
+def velocity(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """`E[eps - x0 | x_s, prompt] = (x_s - E[x0 | x_s, prompt]) / sigma`: the minimiser of flow
+    matching, i.e. the velocity of a perfectly trained teacher."""
+    return (x_s - posterior_mean(x_s, sigma, prompts)) / sigma.view(-1, 1, 1, 1, 1)

@@ -371,3 +371,23 @@ def test_step_profile_is_even_on_the_data_and_exposes_an_eased_clip(gt300):
     assert a.speed > (xs[-1] - xs[0]) / (toyvideo.FRAMES - 1)  # easing inflates the fitted speed
     still = [dataclasses.replace(x, steps=(0.1, -0.1, 0.0, 0.1, 0.0, -0.1, 0.0)) for x in analyses[:3]]
     assert metrics.step_profile(still) is None  # clips that do not travel are left out
+
+
+def test_the_exact_denoiser_samples_what_its_prompts_say():
+    """`--exact-teacher`: the sampler driven by the task's exact denoiser (no learned weights) must
+    render every named attribute right, including "slowly" with no direction (which trained teachers
+    leave still): an end-to-end check of the posterior, the CFG form, the codec and the measures."""
+    prompts = ["a red circle moving left slowly", "a blue square moving up quickly", "a green circle moving slowly",
+               "a white square moving down"]
+    videos = ev.generate_exact(prompts, [0, 1, 2, 3], steps=20, cfg=3.0, batch_size=4)
+    analyses = metrics.analyse_clips(videos)
+    for p, a in zip(prompts, analyses):
+        checks = metrics.attribute_checks(p, a)
+        assert all(ok is not False for ok in checks.values()), (p, checks)
+    assert analyses[2].speed_class == "slowly"
+
+
+def test_evaluate_needs_a_model_unless_the_teacher_is_exact_or_given(tmp_path):
+    assert ev.main(["--seeds", "1"]) == 2  # no teacher at all
+    assert ev.main(["--exact-teacher", "--lora", "g.safetensors", "--seeds", "1"]) == 2  # a LoRA needs its base
+    assert ev.main(["--exact-teacher", "--teacher-samples", "t.npz", "--seeds", "1"]) == 2  # two teachers

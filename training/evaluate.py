@@ -1,13 +1,14 @@
 """Evaluate the teacher and a distilled generator on the held-out prompt set of the toy task.
 
-    python training/evaluate.py --model models/diffusion_models/sgmd_tiny_teacher.safetensors \\
+    python training/evaluate.py --model models/diffusion_models/sgmd_tiny_teacher.safetensors | --exact-teacher \\
         [--lora GEN_LORA.safetensors | --student-model FULL.safetensors | --samples in.npz] \\
         [--steps 50 --cfg 3.0 --shift 5] [--recipe-from-lora | --student-timesteps 1000,750,500,250 \\
         --student-shift 5 --rule euler] [--seeds 4] [--out DIR] [--device cpu]
 
 The teacher is sampled with 50-step CFG Euler (`--steps/--cfg/--shift`); the student with its
 few-step recipe (read from the LoRA's `sgmd_recipe` metadata with `--recipe-from-lora`, else the
-`--student-*` options). `--samples in.npz` evaluates clips made elsewhere (e.g. by ComfyUI) as the
+`--student-*` options). `--exact-teacher` samples the task's exact denoiser instead of a teacher
+file: the ceiling of the teacher bar with this sampler. `--samples in.npz` evaluates clips made elsewhere (e.g. by ComfyUI) as the
 student; the teacher is then sampled on the same prompts and seeds. Every clip's noise comes from
 its seed (`sgmd.noise`: the ComfyUI rule), so the same seed gives the teacher and the student the
 same starting noise.
@@ -32,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from sgmd import codec, metrics, text, toyvideo  # noqa: E402
+from sgmd import codec, metrics, text, toy_posterior, toyvideo  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_and_generator, noise_for_seeds  # noqa: E402
 from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
@@ -103,21 +104,46 @@ def _decode_uint8(latent: torch.Tensor) -> np.ndarray:
     return codec.to_uint8(codec.decode(latent.float().cpu()))
 
 
+def _sample(velocity_for, prompts, seeds, sigmas, device, dtype, batch_size: int) -> np.ndarray:
+    """Multi-step Euler samples, batch by batch: `velocity_for(prompts)` gives the batch's guided
+    velocity; decoded -> uint8 `[N, T, H, W, 3]`."""
+    out = []
+    for sl in _batches(len(prompts), batch_size):
+        noise = noise_for_seeds(seeds[sl], CLIP_LATENT_SHAPE, device, dtype)
+        out.append(_decode_uint8(sample_teacher(velocity_for(list(prompts[sl])), noise, sigmas)))
+    return np.concatenate(out) if out else np.zeros((0, toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE, 3), np.uint8)
+
+
 @torch.no_grad()
 def generate_teacher(model, prompts, seeds, steps: int = 50, cfg: float = DEFAULT_GUIDANCE, shift: float = 5.0,
                      batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Multi-step CFG Euler samples (empty-prompt uncond), decoded -> uint8 `[N, T, H, W, 3]`."""
     device, dtype = _device_dtype(model)
-    sigmas = teacher_sigmas(steps, shift)
-    out = []
-    for sl in _batches(len(prompts), batch_size):
-        ps = list(prompts[sl])
+
+    def velocity_for(ps):
         cond = text.encode_text(ps).to(device, dtype)
         uncond = text.encode_text([""] * len(ps)).to(device, dtype)
-        noise = noise_for_seeds(seeds[sl], CLIP_LATENT_SHAPE, device, dtype)
-        x = sample_teacher(cfg_velocity(model, cond, uncond, cfg), noise, sigmas)
-        out.append(_decode_uint8(x))
-    return np.concatenate(out) if out else np.zeros((0, toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE, 3), np.uint8)
+        return cfg_velocity(model, cond, uncond, cfg)
+
+    return _sample(velocity_for, prompts, seeds, teacher_sigmas(steps, shift), device, dtype, batch_size)
+
+
+@torch.no_grad()
+def generate_exact(prompts, seeds, steps: int = 50, cfg: float = DEFAULT_GUIDANCE, shift: float = 5.0,
+                   batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """The same sampler with the toy task's exact denoiser (`sgmd.toy_posterior`) as the teacher: what a
+    perfectly trained teacher gives at these settings, the ceiling of the teacher bar. Grammar prompts
+    only; slow (the unconditional posterior runs over the whole clip bank at every step)."""
+    def velocity_for(ps):
+        def v(x, sigma):
+            v_c = toy_posterior.velocity(x, sigma, ps)
+            if cfg == 1.0:
+                return v_c
+            v_u = toy_posterior.velocity(x, sigma, [""] * len(ps))
+            return v_u + cfg * (v_c - v_u)  # the standard form of sgmd.samplers.cfg_velocity
+        return v
+
+    return _sample(velocity_for, prompts, seeds, teacher_sigmas(steps, shift), "cpu", torch.float32, batch_size)
 
 
 @torch.no_grad()
@@ -295,7 +321,12 @@ def format_summary(teacher_metrics: dict, student_metrics: dict | None = None) -
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="teacher: Wan 2.1 T2V safetensors (the student's base too)")
+    p.add_argument("--model", default="", help="teacher: Wan 2.1 T2V safetensors (the student's base too); required "
+                                               "unless --exact-teacher or --teacher-samples stands in for it and there "
+                                               "is no LoRA")
+    p.add_argument("--exact-teacher", action="store_true",
+                   help="sample the toy task's exact denoiser as the teacher (the ceiling a trained teacher can reach "
+                        "with this sampler; several minutes)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--lora", default="", help="student: a generator LoRA exported by the trainer")
     who.add_argument("--student-model", default="", help="student: a full-weight generator file")
@@ -399,7 +430,17 @@ def _run(args) -> int:
                 "seeds_per_prompt": args.seeds if not args.samples else None, "n_clips": len(prompts),
                 "noise_rule": "sgmd.noise.noise_for_seed: CPU torch.Generator().manual_seed(seed), randn [1,16,F,H,W]"}
 
-    if args.teacher_samples:
+    if args.exact_teacher and args.teacher_samples:
+        raise SGMDError("--exact-teacher and --teacher-samples both give the teacher's clips: use one")
+    if not args.model and (args.lora or not (args.exact_teacher or args.teacher_samples)):
+        raise SGMDError("--model is required (the teacher file, and the base of a --lora)")
+    if args.exact_teacher:
+        settings["model"] = "exact denoiser (sgmd.toy_posterior)"
+        model = None
+        print(f"sampling the exact denoiser: {len(prompts)} clips, {args.steps} steps, cfg {args.cfg}, shift {args.shift}",
+              flush=True)
+        teacher_videos = generate_exact(prompts, seeds, args.steps, args.cfg, args.shift, args.batch_size)
+    elif args.teacher_samples:
         tv, tp, ts = read_samples_npz(args.teacher_samples)
         if tp != list(prompts) or ts != list(seeds):
             raise SGMDError(f"{args.teacher_samples} holds other prompts/seeds than the evaluated set")
