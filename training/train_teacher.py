@@ -248,12 +248,11 @@ def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1, drop: bool 
     slow = torch.tensor([toyvideo.Prompt.parse(p).speed == "slowly" for p in prompts])
     groups = ({"direction": ("direction", everyone), "slowly": ("speed", slow), "quickly": ("speed", ~slow)} if drop
               else {name: (name, everyone) for name in _WORD_INDEX})
-    out = {}
-    for name, (kind, rows) in groups.items():
-        swapped = [change(p, kind) for p in prompts]
-        rise_m, rise_e = model_loss(swapped) - base[0], exact_loss(swapped) - base[1]
-        out[name] = (float(rise_m[rows].mean()), float(rise_e[rows].mean()))
-    return out
+    rises = {}  # per kind, per clip: "slowly" and "quickly" share the speed word's passes
+    for kind in {kind for kind, _ in groups.values()}:
+        changed = [change(p, kind) for p in prompts]
+        rises[kind] = model_loss(changed) - base[0], exact_loss(changed) - base[1]
+    return {name: tuple(float(r[rows].mean()) for r in rises[kind]) for name, (kind, rows) in groups.items()}
 
 
 @torch.no_grad()
