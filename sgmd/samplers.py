@@ -24,6 +24,11 @@ def model_velocity(model, context: torch.Tensor) -> Velocity:
     return lambda x, sigma: model(x, sigma_to_timestep(sigma), context)
 
 
+def cfg_combine(v_c: torch.Tensor, v_u: torch.Tensor, scale: float) -> torch.Tensor:
+    """Standard-form CFG `v_u + w (v_c - v_u)`: the one place the guidance form is written."""
+    return v_u + scale * (v_c - v_u)
+
+
 def cfg_velocity(model, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> Velocity:
     """Standard-form CFG `v_u + w (v_c - v_u)`: w = 1 is the plain conditional model (one pass);
     otherwise one batched pass over [cond; uncond]."""
@@ -33,7 +38,7 @@ def cfg_velocity(model, cond: torch.Tensor, uncond: torch.Tensor | None, scale: 
     def v(x, sigma):
         out = model(torch.cat([x, x]), sigma_to_timestep(torch.cat([sigma, sigma])), torch.cat([cond, uncond]))
         v_c, v_u = out.chunk(2)
-        return v_u + scale * (v_c - v_u)
+        return cfg_combine(v_c, v_u, scale)
 
     return v
 

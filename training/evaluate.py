@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from sgmd import codec, metrics, text, toy_posterior, toyvideo  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_and_generator, noise_for_seeds  # noqa: E402
-from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
+from sgmd.samplers import DEFAULT_GUIDANCE, cfg_combine, cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas, teacher_sigmas  # noqa: E402
 from sgmd.weights import atomic_write, load_wan, read_safetensors  # noqa: E402
 
@@ -140,7 +140,7 @@ def generate_exact(prompts, seeds, steps: int = 50, cfg: float = DEFAULT_GUIDANC
             if cfg == 1.0:
                 return v_c
             v_u = toy_posterior.velocity(x, sigma, [""] * len(ps))
-            return v_u + cfg * (v_c - v_u)  # the standard form of sgmd.samplers.cfg_velocity
+            return cfg_combine(v_c, v_u, cfg)
         return v
 
     return _sample(velocity_for, prompts, seeds, teacher_sigmas(steps, shift), "cpu", torch.float32, batch_size)

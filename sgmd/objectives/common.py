@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from ..errors import SGMDError
-from ..samplers import UPDATE_RULES, denoised, rollout
+from ..samplers import UPDATE_RULES, cfg_combine, denoised, rollout
 from ..schedules import DEFAULT_STUDENT_SHIFT, sample_score_sigma, student_sigmas, validate_sigmas
 from .base import Batch, LossOutput, Roles
 from .diversity import TeacherAnchor
@@ -52,7 +52,7 @@ def guided_teacher_velocity(roles: Roles, x: torch.Tensor, sigma: torch.Tensor, 
         if scale == 1.0 or uncond is None:
             return roles.teacher(x, sigma, cond)
         v_c, v_u = roles.teacher(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, uncond])).chunk(2)
-        return v_u + scale * (v_c - v_u)
+        return cfg_combine(v_c, v_u, scale)
 
 
 def teacher_passes_per_call(scale: float) -> int:
