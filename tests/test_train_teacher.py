@@ -293,3 +293,44 @@ def test_contrast_swap_without_word_contrast_is_a_one_line_error(tmp_path):
         train_teacher.main(["--contrast-swap", "drop", "--steps", "1", "--out", str(out),
                             "--checkpoint", str(tmp_path / "c.safetensors")])
     assert not out.exists()
+
+
+def test_exact_weight_multiplies_the_error_of_the_exact_target_clips_only():
+    """`exact_weight` K: the loss is the mean over clips of each clip's squared error, times K for the
+    clips on the exact target (sigma >= exact_from), recomputed here from the step's replayed draws;
+    K = 1 is the plain loss, and the option draws nothing."""
+    from sgmd.objectives.common import noised
+
+    prompts, frames, _ = toyvideo.make_batch(8, torch.Generator().manual_seed(0))
+
+    def zero(x, t, ctx):  # an error on every clip: the squared target itself
+        return torch.zeros_like(x)
+
+    def loss(k):
+        g = torch.Generator().manual_seed(1)
+        out = float(train_teacher.flow_matching_step(zero, frames, prompts, g, 1.0, 0.5, exact_weight=k))
+        return out, torch.rand(1, generator=g)
+
+    sigma, x0, eps, used, _ = _replay_step_draws(frames, prompts)
+    x_s = noised(x0, eps, sigma)
+    high = sigma >= 0.5
+    assert 0 < int(high.sum()) < 8
+    target = torch.where(high[:, None, None, None, None], train_teacher.exact_velocity(x_s, sigma, used), eps - x0)
+    per_clip = target.pow(2).flatten(1).mean(1)
+    plain, after_plain = loss(1.0)
+    torch.testing.assert_close(plain, float(per_clip.mean()), rtol=1e-5, atol=1e-8)
+    for k in (0.5, 3.0):
+        weighted, after = loss(k)
+        expected = float((per_clip * torch.where(high, k, 1.0)).mean())
+        torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=1e-8)
+        assert torch.equal(after, after_plain)  # the same draws as without the option
+    assert loss(3.0)[0] > plain * 1.05  # the weight is not lost on the way
+
+
+def test_exact_weight_without_exact_targets_or_not_positive_is_a_one_line_error(tmp_path):
+    out = tmp_path / "t.safetensors"
+    for bad in (["--exact-weight", "3", "--exact-target-from", "0"], ["--exact-weight", "0"],
+                ["--exact-weight", "-1"]):
+        with pytest.raises(SGMDError, match="--exact-weight"):
+            train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
+    assert not out.exists()

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the motion-word contrast on the exact-target clips (flow_matching_step; 0 = off)")
     p.add_argument("--contrast-swap", choices=CONTRAST_SWAPS, default="opposite",
                    help="what the contrast turns the word into: its opposite, nothing (drop), or either (per clip)")
+    p.add_argument("--exact-weight", type=float, default=1.0,
+                   help="loss weight of the exact-target clips (sigma >= --exact-target-from) against 1 for the others")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     return p
 
@@ -113,7 +115,7 @@ def lr_at(step: int, total: int, peak: float) -> float:
 
 
 def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_from: float = 0.0,
-                       word_contrast: float = 0.0, contrast_swap: str = "opposite"):
+                       word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -126,7 +128,11 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     flow matching learns last (speed, docs/tiny-model.md). `contrast_swap` says what the word
     becomes: its `opposite` (slowly <-> quickly), nothing (`drop`: the attribute is then random, as
     in the data, so "slowly" is contrasted with still and quick clips alike), or `either`, drawn per
-    clip. Only `either` draws: with the term off, or `opposite`, the batch is the same as without it."""
+    clip. Only `either` draws: with the term off, or `opposite`, the batch is the same as without it.
+
+    `exact_weight` multiplies the squared error of the exact-target clips: their target has no
+    one-clip spread, so their error is all learnable, and it is where the motion words decide the
+    layout; it draws nothing."""
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -145,15 +151,19 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         drops = ((torch.rand(len(high), generator=g) < 0.5).tolist() if contrast_swap == "either"
                  else [contrast_swap == "drop"] * len(high))
         pairs = [(j, i, w) for j, i in enumerate(high) if (w := motion_swap(used[i], drops[j]))]
+    weight = None
+    if high and exact_weight != 1.0:
+        weight = torch.ones(b)
+        weight[high] = exact_weight
     if not pairs:
-        return flow_matching_loss(model, x0, eps, sigma, ctx, target)
+        return flow_matching_loss(model, x0, eps, sigma, ctx, target, weight)
     rows, idx, swapped = (list(z) for z in zip(*pairs))
     x_sw, sig_sw = x_s[rows], sigma[idx]
     v_all = model(torch.cat([noised(x0, eps, sigma), x_sw]), sigma_to_timestep(torch.cat([sigma, sig_sw])),
                   torch.cat([ctx, text.encode_text(swapped)]))  # one pass over the batch and the swapped copies
     v, v_sw = v_all[:b], v_all[b:]
     contrast = ((v[idx] - v_sw) - (target[idx] - exact_velocity(x_sw, sig_sw, swapped))).pow(2).mean()
-    return (v - target).pow(2).mean() + word_contrast * contrast
+    return _weighted_mse(v, target, weight) + word_contrast * contrast
 
 
 def motion_swap(prompt: str, drop: bool = False) -> str | None:
@@ -169,11 +179,18 @@ def motion_swap(prompt: str, drop: bool = False) -> str | None:
 exact_velocity = toy_posterior.velocity  # the minimiser of flow matching on the task
 
 
-def flow_matching_loss(model, x0, eps, sigma, ctx, target=None):
+def flow_matching_loss(model, x0, eps, sigma, ctx, target=None, weight=None):
     """Mean squared error of the predicted velocity against `target` (default `eps - x0`) at noise
-    level `sigma`."""
+    level `sigma`, each clip's error times its `weight` (default 1)."""
     v = model(noised(x0, eps, sigma), sigma_to_timestep(sigma), ctx)
-    return (v - (eps - x0 if target is None else target)).pow(2).mean()
+    return _weighted_mse(v, eps - x0 if target is None else target, weight)
+
+
+def _weighted_mse(v, target, weight=None):
+    err = (v - target).pow(2)
+    if weight is None:
+        return err.mean()
+    return (err.flatten(1).mean(1) * weight).mean()
 
 
 def _specified_clips(n: int, seed: int):
@@ -279,6 +296,9 @@ def main(argv=None) -> int:
         # the contrast is taken on the exact-target clips only: without them it would silently do nothing
         raise SGMDError(f"--word-contrast must be >= 0 and needs --exact-target-from > 0; got "
                         f"{args.word_contrast:g} with {args.exact_target_from:g}")
+    if args.exact_weight <= 0 or (args.exact_weight != 1.0 and args.exact_target_from <= 0):
+        raise SGMDError(f"--exact-weight must be > 0 and, other than 1, needs --exact-target-from > 0; got "
+                        f"{args.exact_weight:g} with {args.exact_target_from:g}")
     if args.contrast_swap != "opposite" and not args.word_contrast:
         raise SGMDError(f"--contrast-swap {args.contrast_swap} needs --word-contrast > 0")
     if args.threads:
@@ -308,7 +328,7 @@ def main(argv=None) -> int:
         for group in opt.param_groups:
             group["lr"] = cycled_lr(step, cycles, args.lr) * group.get("lr_scale", 1.0)  # absent in older checkpoints
         loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast,
-                                  args.contrast_swap)
+                                  args.contrast_swap, args.exact_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -348,7 +368,7 @@ def main(argv=None) -> int:
             "config": config.to_dict(), "steps": step, "lr_cycles": cycles, "batch_size": args.batch_size, "lr": args.lr, "lr_text": args.lr_text,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
-            "contrast_swap": args.contrast_swap,
+            "contrast_swap": args.contrast_swap, "exact_weight": args.exact_weight,
         }),
     }
     write_safetensors(args.out, ema, meta)
