@@ -187,6 +187,23 @@ def test_lr_text_sets_the_text_path_apart(tmp_path):
     assert json.loads(read_safetensors(out)[1]["sgmd_teacher"])["lr_text"] == 0.0
 
 
+def test_lr_text_in_sets_the_input_projection_apart(tmp_path):
+    """`--lr-text-in 0` freezes the text embedding's 4096 -> dim projection alone: the rest of the
+    text path and the other layers train; without it the projection follows `--lr-text`."""
+    from sgmd.wan import WanModel
+
+    torch.manual_seed(0)
+    init = {k: v.clone() for k, v in WanModel(train_teacher.TINY_CONFIG).state_dict().items()}
+    out = _run(tmp_path, "t", "--steps", "2", "--lr-text-in", "0")
+    state, _ = read_safetensors(str(tmp_path / "t.ckpt.safetensors"))
+    torch.testing.assert_close(state["model." + train_teacher.TEXT_IN], init[train_teacher.TEXT_IN], rtol=0, atol=0)
+    for k in ("text_embedding.0.bias", "text_embedding.2.weight", "blocks.0.cross_attn.k.weight", "blocks.0.self_attn.q.weight"):
+        assert not torch.equal(state["model." + k], init[k]), k
+    assert json.loads(read_safetensors(out)[1]["sgmd_teacher"])["lr_text_in"] == 0.0
+    default = train_teacher.param_groups(WanModel(train_teacher.TINY_CONFIG), 3e-3, 1e-3)
+    assert [g["lr_scale"] for g in default] == pytest.approx([1.0, 1 / 3])  # v11's two groups, unchanged
+
+
 def test_exact_target_replaces_the_spread_from_its_noise_level_up():
     """`exact_from`: clips noised at or above it regress onto the exact velocity, so the exact
     denoiser scores zero there; below it (and with the option off) the target is `eps - x0`, whose

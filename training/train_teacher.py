@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-text", type=float, default=1e-3,
                    help="peak lr of the text path (text embedding, cross-attention), same schedule (equal to --lr: one rate). "
                         "At 3e-3 there too the motion words were never routed (v3, docs/tiny-model.md)")
+    p.add_argument("--lr-text-in", type=float, default=None,
+                   help="peak lr of the text embedding's input projection (4096 -> dim) alone; default: --lr-text. Its "
+                        "fan-in is 32x the others', and Adam moves each word's projected embedding by about lr x fan-in "
+                        "per step, so a rate fit for the rest of the text path thrashes it")
     p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights (~200-step horizon)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "models", "diffusion_models", "sgmd_tiny_teacher.safetensors"),
@@ -82,14 +86,21 @@ def is_text_path(name: str) -> bool:
     return name.startswith("text_embedding.") or ".cross_attn." in name
 
 
-def param_groups(model, lr: float, lr_text: float) -> list[dict]:
+TEXT_IN = "text_embedding.0.weight"  # the 4096 -> dim projection of the word vectors
+
+
+def param_groups(model, lr: float, lr_text: float, lr_text_in: float | None = None) -> list[dict]:
     """AdamW groups; each carries its `lr_scale` relative to the schedule's peak `lr`. One group
-    when the text path has no lr of its own (`--lr-text` equal to `--lr`: the recipe of v1-v5)."""
+    when the text path has no lr of its own (`--lr-text` equal to `--lr`: the recipe of v1-v5);
+    the text embedding's input projection gets a group of its own when `lr_text_in` differs from
+    `lr_text`."""
     named = list(model.named_parameters())
-    if lr_text == lr:
+    lr_text_in = lr_text if lr_text_in is None else lr_text_in
+    if lr_text == lr == lr_text_in:
         return [{"params": [p for _, p in named], "lr_scale": 1.0}]
-    return [{"params": [p for n, p in named if not is_text_path(n)], "lr_scale": 1.0},
-            {"params": [p for n, p in named if is_text_path(n)], "lr_scale": lr_text / lr}]
+    rate = lambda n: lr_text_in if n == TEXT_IN else lr_text if is_text_path(n) else lr  # noqa: E731
+    return [{"params": [p for n, p in named if rate(n) == r], "lr_scale": r / lr}
+            for r in dict.fromkeys(rate(n) for n, _ in named)]
 
 
 def parse_cycles(text: str, steps: int) -> list[int]:
@@ -309,7 +320,7 @@ def main(argv=None) -> int:
     torch.nn.init.zeros_(model.head.head.weight)
     torch.nn.init.zeros_(model.head.head.bias)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    opt = torch.optim.AdamW(param_groups(model, args.lr, args.lr_text), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    opt = torch.optim.AdamW(param_groups(model, args.lr, args.lr_text, args.lr_text_in), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     g = torch.Generator().manual_seed(args.seed)
     train_set = set(toyvideo.training_prompts())
     ckpt = args.checkpoint
@@ -366,6 +377,7 @@ def main(argv=None) -> int:
         "sgmd_teacher": json.dumps({
             "task": "sgmd-toyvideo-v1", "codec": codec.CODEC_ID, "frames": toyvideo.FRAMES, "size": toyvideo.SIZE,
             "config": config.to_dict(), "steps": step, "lr_cycles": cycles, "batch_size": args.batch_size, "lr": args.lr, "lr_text": args.lr_text,
+            "lr_text_in": args.lr_text if args.lr_text_in is None else args.lr_text_in,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
             "contrast_swap": args.contrast_swap, "exact_weight": args.exact_weight,
