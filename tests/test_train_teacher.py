@@ -202,6 +202,9 @@ def test_lr_text_in_sets_the_input_projection_apart(tmp_path):
     assert json.loads(read_safetensors(out)[1]["sgmd_teacher"])["lr_text_in"] == 0.0
     default = train_teacher.param_groups(WanModel(train_teacher.TINY_CONFIG), 3e-3, 1e-3)
     assert [g["lr_scale"] for g in default] == pytest.approx([1.0, 1 / 3])  # v11's two groups, unchanged
+    assert [g["lr_scale"] for g in train_teacher.param_groups(WanModel(train_teacher.TINY_CONFIG), 1e-3, 1e-3)] == [1.0]
+    with pytest.raises(SGMDError, match="--lr-text-in"):
+        train_teacher.main(["--lr-text-in", "-1", "--out", str(tmp_path / "x.safetensors")])
 
 
 def test_exact_target_replaces_the_spread_from_its_noise_level_up():
