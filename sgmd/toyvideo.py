@@ -110,12 +110,13 @@ def training_prompts() -> list[Prompt]:
 LEAVE_OUT = 0.3  # probability that a training prompt leaves out its direction (and, apart, its speed)
 
 
-def random_prompt(g: torch.Generator, prompts: list[Prompt] | None = None) -> Prompt:
-    """Draw a training prompt: direction and speed are each left out with probability `LEAVE_OUT`."""
+def random_prompt(g: torch.Generator, prompts: list[Prompt] | None = None, leave_out_direction: float = LEAVE_OUT) -> Prompt:
+    """Draw a training prompt: direction and speed are each left out with probability `LEAVE_OUT`
+    (the direction with `leave_out_direction`: a teacher recipe may show more direction-free prompts)."""
     while True:
         c = list(COLOURS)[_randint(g, len(COLOURS))]
         s = SHAPES[_randint(g, 2)]
-        d = None if _rand(g) < LEAVE_OUT else list(DIRECTIONS)[_randint(g, 4)]
+        d = None if _rand(g) < leave_out_direction else list(DIRECTIONS)[_randint(g, 4)]
         v = None if _rand(g) < LEAVE_OUT else NAMED_SPEEDS[_randint(g, 2)]
         p = Prompt(c, s, d, v)
         if prompts is None or p in prompts:
@@ -158,9 +159,10 @@ def render(clips: list[Clip]) -> torch.Tensor:
     return cover * rgb
 
 
-def make_batch(n: int, g: torch.Generator, prompts: list[Prompt] | None = None) -> tuple[list[str], torch.Tensor, list[Clip]]:
+def make_batch(n: int, g: torch.Generator, prompts: list[Prompt] | None = None,
+               leave_out_direction: float = LEAVE_OUT) -> tuple[list[str], torch.Tensor, list[Clip]]:
     """A batch of training data: prompt texts, clips `[n, F, H, W, 3]`, and the clip parameters."""
-    ps = [random_prompt(g, prompts) for _ in range(n)]
+    ps = [random_prompt(g, prompts, leave_out_direction) for _ in range(n)]
     clips = [clip_for_prompt(p, g) for p in ps]
     return [p.text for p in ps], render(clips), clips
 

@@ -207,6 +207,24 @@ def test_lr_text_in_sets_the_input_projection_apart(tmp_path):
         train_teacher.main(["--lr-text-in", "-1", "--out", str(tmp_path / "x.safetensors")])
 
 
+def test_leave_out_direction_sets_the_share_of_direction_free_prompts(tmp_path):
+    """`--leave-out-direction p`: a share p of the drawn prompts name no direction (binomial, 4000
+    draws: within 3 standard deviations), the speed is still left out at `LEAVE_OUT`; the value
+    reaches the recipe and one outside [0, 1) is a one-line error."""
+    n = 4000
+    for p in (0.0, 0.5, 0.9):
+        g = torch.Generator().manual_seed(1)
+        ps = [toyvideo.random_prompt(g, leave_out_direction=p) for _ in range(n)]
+        tol = 3 * (p * (1 - p) / n) ** 0.5 + 1e-9
+        assert abs(sum(q.direction is None for q in ps) / n - p) <= tol, p
+        assert abs(sum(q.speed is None for q in ps) / n - toyvideo.LEAVE_OUT) <= 3 * (0.21 / n) ** 0.5, p
+    out = _run(tmp_path, "t", "--steps", "1", "--leave-out-direction", "0.5")
+    assert json.loads(read_safetensors(out)[1]["sgmd_teacher"])["leave_out_direction"] == 0.5
+    for bad in ("-0.1", "1"):
+        with pytest.raises(SGMDError, match="--leave-out-direction"):
+            train_teacher.main(["--leave-out-direction", bad, "--out", str(tmp_path / "x.safetensors")])
+
+
 def test_exact_target_replaces_the_spread_from_its_noise_level_up():
     """`exact_from`: clips noised at or above it regress onto the exact velocity, so the exact
     denoiser scores zero there; below it (and with the option off) the target is `eps - x0`, whose

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="peak lr of the text embedding's input projection (4096 -> dim) alone; default: --lr-text. Its "
                         "fan-in is 32x the others': at 1e-3 Adam moves each word's projected embedding by about a fifth "
                         "of its length per step, 40x the other layers' relative move (docs/tiny-model.md, vT)")
+    p.add_argument("--leave-out-direction", type=float, default=toyvideo.LEAVE_OUT,
+                   help="share of training prompts that name no direction (their clips move in a random one); the "
+                        "speed is left out apart, with probability %(default)g")
     p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights (~200-step horizon)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "models", "diffusion_models", "sgmd_tiny_teacher.safetensors"),
@@ -312,6 +315,8 @@ def main(argv=None) -> int:
         args.lr_text_in = args.lr_text
     if args.lr_text_in < 0:
         raise SGMDError(f"--lr-text-in must be >= 0; got {args.lr_text_in:g}")
+    if not 0 <= args.leave_out_direction < 1:
+        raise SGMDError(f"--leave-out-direction must be in [0, 1); got {args.leave_out_direction:g}")
     if args.contrast_swap != "opposite" and not args.word_contrast:
         raise SGMDError(f"--contrast-swap {args.contrast_swap} needs --word-contrast > 0")
     if args.threads:
@@ -337,7 +342,7 @@ def main(argv=None) -> int:
         print(f"resumed from {ckpt} at step {step}", flush=True)
     t0, losses = time.time(), []
     while step < args.steps:
-        prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set)
+        prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set, args.leave_out_direction)
         for group in opt.param_groups:
             group["lr"] = cycled_lr(step, cycles, args.lr) * group.get("lr_scale", 1.0)  # absent in older checkpoints
         loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast,
@@ -379,7 +384,7 @@ def main(argv=None) -> int:
         "sgmd_teacher": json.dumps({
             "task": "sgmd-toyvideo-v1", "codec": codec.CODEC_ID, "frames": toyvideo.FRAMES, "size": toyvideo.SIZE,
             "config": config.to_dict(), "steps": step, "lr_cycles": cycles, "batch_size": args.batch_size, "lr": args.lr, "lr_text": args.lr_text,
-            "lr_text_in": args.lr_text_in,
+            "lr_text_in": args.lr_text_in, "leave_out_direction": args.leave_out_direction,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
             "contrast_swap": args.contrast_swap, "exact_weight": args.exact_weight,
