@@ -391,3 +391,19 @@ def test_evaluate_needs_a_model_unless_the_teacher_is_exact_or_given(tmp_path):
     assert ev.main(["--seeds", "1"]) == 2  # no teacher at all
     assert ev.main(["--exact-teacher", "--lora", "g.safetensors", "--seeds", "1"]) == 2  # a LoRA needs its base
     assert ev.main(["--exact-teacher", "--teacher-samples", "t.npz", "--seeds", "1"]) == 2  # two teachers
+
+
+def test_teacher_clip_cache_is_the_shipped_one_or_outside_the_checkout(tmp_path, monkeypatch):
+    """The shipped teacher's evaluation clips are read from `models/eval/`; another teacher's cache
+    path lies in the user cache ($XDG_CACHE_HOME), never in the repo, named by the file's hash."""
+    from sgmd.weights import file_sha256, write_safetensors
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shipped = os.path.join(os.path.dirname(ev.SHIPPED_EVAL_DIR), "diffusion_models", "sgmd_tiny_teacher.safetensors")
+    path = ev.teacher_cache_path(shipped, 4)
+    assert os.path.dirname(path) == ev.SHIPPED_EVAL_DIR and os.path.isfile(path)
+    other = str(tmp_path / "other.safetensors")
+    write_safetensors(other, {"w": torch.zeros(2)})
+    path = ev.teacher_cache_path(other, 4)
+    assert os.path.dirname(path) == str(tmp_path / "cache" / "sgmd" / "eval")
+    assert file_sha256(other) in os.path.basename(path) and not os.path.exists(path)

@@ -117,7 +117,7 @@ class DistillConfig:
                                     "or from a given checkpoint file (`--resume PATH`).", group="runtime")
     evaluate: bool = _opt(True, "After training on the toy task (default prompts), evaluate the 4-step generator on "
                           "the held-out prompt set (`training/evaluate.py`) and print the summary beside the teacher's "
-                          "figures (teacher clips cached in models/eval/ for the shipped teacher).", group="runtime")
+                          "figures (the shipped teacher's clips ship in models/eval/; other teachers' are cached in ~/.cache/sgmd/eval/).", group="runtime")
     eval_seeds: int = _opt(4, "Seeds per prompt of that evaluation (25 prompts).", group="runtime")
     max_nonfinite: int = _opt(5, "Stop when more than N consecutive steps have a non-finite loss or gradient (each "
                               "one is skipped with a warning).", group="runtime")

@@ -379,13 +379,25 @@ def _json_safe(x):
     return x
 
 
+SHIPPED_EVAL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "eval")
+
+
+def user_eval_cache_dir() -> str:
+    """Where clips of teachers other than the shipped one are cached: outside the checkout, so that
+    evaluating another teacher never writes into the repo's model folders."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "sgmd", "eval")
+
+
 def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: float = DEFAULT_GUIDANCE, shift: float = 5.0) -> str:
     """Where the teacher's clips for the evaluation set are cached: they depend only on the teacher
-    file and the sampling settings, and take minutes to make on a CPU."""
+    file and the sampling settings, and take minutes to make on a CPU. The shipped teacher's clips
+    ship in `models/eval/`; any other teacher's go to the user cache."""
     from sgmd.weights import file_sha256
 
     name = f"teacher_{file_sha256(teacher_path)}_s{seeds}_{steps}steps_cfg{cfg:g}_shift{shift:g}.npz"
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "eval", name)
+    shipped = os.path.join(SHIPPED_EVAL_DIR, name)
+    return shipped if os.path.isfile(shipped) else os.path.join(user_eval_cache_dir(), name)
 
 
 def evaluate_run(teacher_path: str, generator_path: str, out: str, seeds: int = DEFAULT_SEEDS, full: bool = False,
