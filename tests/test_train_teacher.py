@@ -42,6 +42,22 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
+def test_resume_under_another_recipe_is_a_one_line_error(tmp_path):
+    """A checkpoint resumes only under the recipe it was trained with (its length, files and pacing
+    may change): another rate or data mix is refused by name, before anything is loaded or written."""
+    _run(tmp_path, "r", "--steps", "1", "--lr-text-in", "3e-5")
+    ckpt = tmp_path / "r.ckpt.safetensors"
+    before = ckpt.read_bytes()
+    cases = [(["--lr-text-in", "1e-4"], r"with --lr-text-in 3e-05 \(now 0.0001\); pass"),
+             (["--lr-text-in", "3e-5", "--leave-out-direction", "0.5"], r"with --leave-out-direction 0.3 \(now 0.5\); pass"),
+             ([], r"with --lr-text-in 3e-05 \(now 0.001\); pass")]  # the default rate is another rate
+    for extra, message in cases:
+        with pytest.raises(SGMDError, match=message):
+            _run(tmp_path, "r", "--steps", "2", *extra)
+    assert ckpt.read_bytes() == before
+    _run(tmp_path, "r", "--steps", "2", "--lr-text-in", "3e-5", "--max-minutes", "5", "--threads", "2")
+
+
 def test_motion_word_probe_measures_exactly_the_use_of_the_text():
     """The probe is the loss rise when a motion word is swapped: exactly zero for a model whose
     cross-attention is cut, non-zero once the text reaches the output."""

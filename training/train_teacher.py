@@ -34,6 +34,8 @@ TRAIN_SIGMA_SHIFT = 6.0  # 40% of clips at sigma >= 0.9, where the layout and th
 EXACT_TARGET_FROM = 0.9  # above it, regress onto the task's exact velocity: the words are routed sooner (v8, v11)
 MAX_MINUTES = 44.5  # the budget of issue 3 (45 min on the 2-core reference machine)
 CFG_DROPOUT = 0.1
+# options a run may change when it resumes: its length and schedule, where files go, pacing, logging
+RESUME_FREE = {"steps", "lr_cycles", "out", "checkpoint", "checkpoint_every", "max_minutes", "threads", "probe_every"}
 CONTRAST_SWAPS = ("opposite", "drop", "either")  # what --word-contrast turns the motion word into
 
 
@@ -301,6 +303,10 @@ def posterior_gap(model, n: int = 32, sigmas=(0.97, 0.93, 0.9), seed: int = 2) -
     return out
 
 
+def _show(v):
+    return f"{v:g}" if isinstance(v, float) else v
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cycles = parse_cycles(args.lr_cycles, args.steps)
@@ -332,8 +338,14 @@ def main(argv=None) -> int:
     train_set = set(toyvideo.training_prompts())
     ckpt = args.checkpoint
     step = 0
+    recipe = {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
     if os.path.exists(ckpt):
         tensors, meta = read_safetensors(ckpt)
+        changed = {k: (v, recipe.get(k)) for k, v in json.loads(meta.get("recipe", "{}")).items() if recipe.get(k) != v}
+        if changed:  # resuming under another recipe would mix two runs (or fail inside the optimizer's load)
+            raise SGMDError(f"{ckpt} was trained with " + ", ".join(
+                f"--{k.replace('_', '-')} {_show(a)} (now {_show(b)})" for k, (a, b) in sorted(changed.items()))
+                + "; pass the same options or delete the checkpoint to start over")
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
         opt.load_state_dict(unflatten_optimizer(tensors, json.loads(meta["opt"]), "opt"))
@@ -376,7 +388,7 @@ def main(argv=None) -> int:
             flat, struct = flatten_optimizer(opt.state_dict(), "opt")
             tensors = {**{"model." + k: v for k, v in model.state_dict().items()},
                        **{"ema." + k: v for k, v in ema.items()}, **flat, "rng": g.get_state()}
-            write_safetensors(ckpt, tensors, {"step": str(step), "opt": json.dumps(struct)})
+            write_safetensors(ckpt, tensors, {"step": str(step), "opt": json.dumps(struct), "recipe": json.dumps(recipe)})
         if out_of_time:
             print(f"stopping at step {step}: --max-minutes reached", flush=True)
             break
