@@ -55,7 +55,7 @@ def test_resume_under_another_recipe_is_a_one_line_error(tmp_path):
         with pytest.raises(SGMDError, match=message):
             _run(tmp_path, "r", "--steps", "2", *extra)
     assert ckpt.read_bytes() == before
-    _run(tmp_path, "r", "--steps", "2", "--lr-text-in", "3e-5", "--max-minutes", "5", "--threads", "2")
+    _run(tmp_path, "r", "--steps", "2", "--lr-text-in", "3e-5", "--max-minutes", "5", "--checkpoint-every", "7")
 
 
 def test_motion_word_probe_measures_exactly_the_use_of_the_text():
