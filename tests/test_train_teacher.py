@@ -388,3 +388,45 @@ def test_exact_weight_without_exact_targets_or_not_positive_is_a_one_line_error(
         with pytest.raises(SGMDError, match="--exact-weight"):
             train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
     assert not out.exists()
+
+
+def test_noise_contrast_adds_the_error_of_the_velocitys_change_with_the_noise():
+    """The exact denoiser scores zero with the noise contrast on. A model that outputs zero is charged,
+    on top of the plain loss, K times the mean square of how the exact velocity changes between each
+    exact-target clip's noise and a second draw made after the step's own (replayed here), and only
+    those clips are re-noised; off, the option draws nothing."""
+    from sgmd.objectives.common import noised
+
+    prompts, frames, _ = toyvideo.make_batch(10, torch.Generator().manual_seed(0))
+
+    def loss(model, k, exact_from):
+        g = torch.Generator().manual_seed(1)
+        out = float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, noise_contrast=k))
+        return out, torch.rand(1, generator=g)
+
+    assert loss(_ExactModel(prompts + [""]), 2.0, 1e-6)[0] < 1e-8
+
+    def zero(x, t, ctx):
+        return torch.zeros_like(x)
+
+    sigma, x0, eps, used, g = _replay_step_draws(frames, prompts)
+    high = (sigma >= 0.5).nonzero().flatten().tolist()
+    assert 0 < len(high) < 10  # the clips below 0.5 must be left alone
+    eps2 = torch.randn((len(high), *x0.shape[1:]), generator=g)
+    ps = [used[i] for i in high]
+    change = (train_teacher.exact_velocity(noised(x0[high], eps[high], sigma[high]), sigma[high], ps)
+              - train_teacher.exact_velocity(noised(x0[high], eps2, sigma[high]), sigma[high], ps))
+    plain, after_plain = loss(zero, 0.0, 0.5)
+    with_term, _ = loss(zero, 3.0, 0.5)
+    torch.testing.assert_close(with_term - plain, 3.0 * float(change.pow(2).mean()), rtol=1e-4, atol=1e-8)
+    assert with_term > plain * 1.05
+    g_plain = _replay_step_draws(frames, prompts)[-1]
+    assert torch.equal(after_plain, torch.rand(1, generator=g_plain))  # off, nothing more is drawn
+
+
+def test_noise_contrast_without_exact_targets_or_negative_is_a_one_line_error(tmp_path):
+    out = tmp_path / "t.safetensors"
+    for bad in (["--noise-contrast", "1", "--exact-target-from", "0"], ["--noise-contrast", "-1"]):
+        with pytest.raises(SGMDError, match="--noise-contrast"):
+            train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
+    assert not out.exists()

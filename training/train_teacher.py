@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the contrast turns the word into: its opposite, nothing (drop), or either (per clip)")
     p.add_argument("--exact-weight", type=float, default=1.0,
                    help="loss weight of the exact-target clips (sigma >= --exact-target-from) against 1 for the others")
+    p.add_argument("--noise-contrast", type=float, default=0.0,
+                   help="weight of the noise contrast on the exact-target clips: each is noised a second time and the "
+                        "error of the velocity's change between the two draws is added (flow_matching_step; 0 = off)")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     return p
 
@@ -129,7 +132,8 @@ def lr_at(step: int, total: int, peak: float) -> float:
 
 
 def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_from: float = 0.0,
-                       word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0):
+                       word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0,
+                       noise_contrast: float = 0.0):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -146,7 +150,14 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
 
     `exact_weight` multiplies the squared error of the exact-target clips: their target has no
     one-clip spread, so their error is all learnable, and it is where the motion words decide the
-    layout; it draws nothing."""
+    layout; it draws nothing.
+
+    With `noise_contrast` > 0, each exact-target clip is noised a second time (fresh noise, same clip,
+    prompt and sigma) and `noise_contrast * mean(((v1 - v2) - (v1* - v2*))^2)` is added. With
+    `x0_hat = x - s v`, that is the error of how the x0 estimate changes with the noise: the part of the
+    posterior read from the noise rather than from the prompt, which at high noise decides where a clip
+    with no direction named goes (a teacher that reads it too little draws the prompt's still mean,
+    docs/tiny-model.md). Its minimiser is the exact velocity too. Off, it draws nothing."""
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -169,15 +180,28 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     if high and exact_weight != 1.0:
         weight = torch.ones(b)
         weight[high] = exact_weight
-    if not pairs:
+    if not pairs and not (noise_contrast > 0 and high):
         return flow_matching_loss(model, x0, eps, sigma, ctx, target, weight)
-    rows, idx, swapped = (list(z) for z in zip(*pairs))
+    # one pass over the batch and its extra copies: the word-swapped ones, then the re-noised ones
+    rows, idx, swapped = (list(z) for z in zip(*pairs)) if pairs else ([], [], [])
     x_sw, sig_sw = x_s[rows], sigma[idx]
-    v_all = model(torch.cat([noised(x0, eps, sigma), x_sw]), sigma_to_timestep(torch.cat([sigma, sig_sw])),
-                  torch.cat([ctx, text.encode_text(swapped)]))  # one pass over the batch and the swapped copies
-    v, v_sw = v_all[:b], v_all[b:]
-    contrast = ((v[idx] - v_sw) - (target[idx] - exact_velocity(x_sw, sig_sw, swapped))).pow(2).mean()
-    return _weighted_mse(v, target, weight) + word_contrast * contrast
+    x_rn = x_s[:0]
+    if noise_contrast > 0 and high:
+        x_rn = noised(x0[high], torch.randn((len(high), *x0.shape[1:]), generator=g), sigma[high])
+    sig_rn = sigma[high] if len(x_rn) else sigma[:0]
+    ctx_extra = [text.encode_text(swapped)] if swapped else []
+    if len(x_rn):
+        ctx_extra.append(ctx[high])
+    v_all = model(torch.cat([noised(x0, eps, sigma), x_sw, x_rn]),
+                  sigma_to_timestep(torch.cat([sigma, sig_sw, sig_rn])), torch.cat([ctx, *ctx_extra]))
+    v, v_sw, v_rn = v_all[:b], v_all[b:b + len(rows)], v_all[b + len(rows):]
+    loss = _weighted_mse(v, target, weight)
+    if pairs:
+        loss = loss + word_contrast * ((v[idx] - v_sw) - (target[idx] - exact_velocity(x_sw, sig_sw, swapped))).pow(2).mean()
+    if len(x_rn):
+        t_rn = exact_velocity(x_rn, sig_rn, [used[i] for i in high])
+        loss = loss + noise_contrast * ((v[high] - v_rn) - (target[high] - t_rn)).pow(2).mean()
+    return loss
 
 
 def motion_swap(prompt: str, drop: bool = False) -> str | None:
@@ -323,6 +347,9 @@ def main(argv=None) -> int:
         raise SGMDError(f"--lr-text-in must be >= 0; got {args.lr_text_in:g}")
     if not 0 <= args.leave_out_direction < 1:
         raise SGMDError(f"--leave-out-direction must be in [0, 1); got {args.leave_out_direction:g}")
+    if args.noise_contrast < 0 or (args.noise_contrast > 0 and args.exact_target_from <= 0):
+        raise SGMDError(f"--noise-contrast must be >= 0 and needs --exact-target-from > 0; got "
+                        f"{args.noise_contrast:g} with {args.exact_target_from:g}")
     if args.contrast_swap != "opposite" and not args.word_contrast:
         raise SGMDError(f"--contrast-swap {args.contrast_swap} needs --word-contrast > 0")
     if args.threads:
@@ -358,7 +385,7 @@ def main(argv=None) -> int:
         for group in opt.param_groups:
             group["lr"] = cycled_lr(step, cycles, args.lr) * group.get("lr_scale", 1.0)  # absent in older checkpoints
         loss = flow_matching_step(model, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast,
-                                  args.contrast_swap, args.exact_weight)
+                                  args.contrast_swap, args.exact_weight, args.noise_contrast)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -400,6 +427,7 @@ def main(argv=None) -> int:
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
             "contrast_swap": args.contrast_swap, "exact_weight": args.exact_weight,
+            "noise_contrast": args.noise_contrast,
         }),
     }
     write_safetensors(args.out, ema, meta)
