@@ -180,27 +180,23 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     if high and exact_weight != 1.0:
         weight = torch.ones(b)
         weight[high] = exact_weight
-    if not pairs and not (noise_contrast > 0 and high):
+    rn = high if noise_contrast > 0 else []  # the clips noised a second time
+    if not pairs and not rn:
         return flow_matching_loss(model, x0, eps, sigma, ctx, target, weight)
-    # one pass over the batch and its extra copies: the word-swapped ones, then the re-noised ones
     rows, idx, swapped = (list(z) for z in zip(*pairs)) if pairs else ([], [], [])
     x_sw, sig_sw = x_s[rows], sigma[idx]
-    x_rn = x_s[:0]
-    if noise_contrast > 0 and high:
-        x_rn = noised(x0[high], torch.randn((len(high), *x0.shape[1:]), generator=g), sigma[high])
-    sig_rn = sigma[high] if len(x_rn) else sigma[:0]
-    ctx_extra = [text.encode_text(swapped)] if swapped else []
-    if len(x_rn):
-        ctx_extra.append(ctx[high])
+    x_rn = noised(x0[rn], torch.randn((len(rn), *x0.shape[1:]), generator=g), sigma[rn]) if rn else x_sw[:0]
+    ctx_sw = text.encode_text(swapped) if swapped else ctx[:0]
+    # one pass over the batch and its extra copies: the word-swapped ones, then the re-noised ones
     v_all = model(torch.cat([noised(x0, eps, sigma), x_sw, x_rn]),
-                  sigma_to_timestep(torch.cat([sigma, sig_sw, sig_rn])), torch.cat([ctx, *ctx_extra]))
-    v, v_sw, v_rn = v_all[:b], v_all[b:b + len(rows)], v_all[b + len(rows):]
+                  sigma_to_timestep(torch.cat([sigma, sig_sw, sigma[rn]])), torch.cat([ctx, ctx_sw, ctx[rn]]))
+    v, v_sw, v_rn = v_all.split([b, len(rows), len(rn)])
     loss = _weighted_mse(v, target, weight)
     if pairs:
         loss = loss + word_contrast * ((v[idx] - v_sw) - (target[idx] - exact_velocity(x_sw, sig_sw, swapped))).pow(2).mean()
-    if len(x_rn):
-        t_rn = exact_velocity(x_rn, sig_rn, [used[i] for i in high])
-        loss = loss + noise_contrast * ((v[high] - v_rn) - (target[high] - t_rn)).pow(2).mean()
+    if rn:
+        t_rn = exact_velocity(x_rn, sigma[rn], [used[i] for i in rn])
+        loss = loss + noise_contrast * ((v[rn] - v_rn) - (target[rn] - t_rn)).pow(2).mean()
     return loss
 
 
