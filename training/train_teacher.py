@@ -330,10 +330,12 @@ def _show(v):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cycles = parse_cycles(args.lr_cycles, args.steps)
-    if args.word_contrast < 0 or (args.word_contrast > 0 and args.exact_target_from <= 0):
-        # the contrast is taken on the exact-target clips only: without them it would silently do nothing
-        raise SGMDError(f"--word-contrast must be >= 0 and needs --exact-target-from > 0; got "
-                        f"{args.word_contrast:g} with {args.exact_target_from:g}")
+    for name in ("word_contrast", "noise_contrast"):
+        # each contrast is taken on the exact-target clips only: without them it would silently do nothing
+        weight = getattr(args, name)
+        if weight < 0 or (weight > 0 and args.exact_target_from <= 0):
+            raise SGMDError(f"--{name.replace('_', '-')} must be >= 0 and needs --exact-target-from > 0; got "
+                            f"{weight:g} with {args.exact_target_from:g}")
     if args.exact_weight <= 0 or (args.exact_weight != 1.0 and args.exact_target_from <= 0):
         raise SGMDError(f"--exact-weight must be > 0 and, other than 1, needs --exact-target-from > 0; got "
                         f"{args.exact_weight:g} with {args.exact_target_from:g}")
@@ -343,9 +345,6 @@ def main(argv=None) -> int:
         raise SGMDError(f"--lr-text-in must be >= 0; got {args.lr_text_in:g}")
     if not 0 <= args.leave_out_direction < 1:
         raise SGMDError(f"--leave-out-direction must be in [0, 1); got {args.leave_out_direction:g}")
-    if args.noise_contrast < 0 or (args.noise_contrast > 0 and args.exact_target_from <= 0):
-        raise SGMDError(f"--noise-contrast must be >= 0 and needs --exact-target-from > 0; got "
-                        f"{args.noise_contrast:g} with {args.exact_target_from:g}")
     if args.contrast_swap != "opposite" and not args.word_contrast:
         raise SGMDError(f"--contrast-swap {args.contrast_swap} needs --word-contrast > 0")
     if args.threads:
