@@ -390,18 +390,21 @@ def test_exact_weight_without_exact_targets_or_not_positive_is_a_one_line_error(
     assert not out.exists()
 
 
-def test_noise_contrast_adds_the_error_of_the_velocitys_change_with_the_noise():
+@pytest.mark.parametrize("on", ["all", "no-direction"])
+def test_noise_contrast_adds_the_error_of_the_velocitys_change_with_the_noise(on):
     """The exact denoiser scores zero with the noise contrast on. A model that outputs zero is charged,
     on top of the plain loss, K times the mean square of how the exact velocity changes between each
-    exact-target clip's noise and a second draw made after the step's own (replayed here), and only
-    those clips are re-noised; off, the option draws nothing."""
+    re-noised clip's noise and a second draw made after the step's own (replayed here). Only the
+    exact-target clips are re-noised, and with `on="no-direction"` only those of them whose prompt names
+    no direction; off, the option draws nothing."""
     from sgmd.objectives.common import noised
 
     prompts, frames, _ = toyvideo.make_batch(10, torch.Generator().manual_seed(0))
 
     def loss(model, k, exact_from):
         g = torch.Generator().manual_seed(1)
-        out = float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, noise_contrast=k))
+        out = float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, noise_contrast=k,
+                                                     noise_contrast_on=on))
         return out, torch.rand(1, generator=g)
 
     assert loss(_ExactModel(prompts + [""]), 2.0, 1e-6)[0] < 1e-8
@@ -412,10 +415,14 @@ def test_noise_contrast_adds_the_error_of_the_velocitys_change_with_the_noise():
     sigma, x0, eps, used, g = _replay_step_draws(frames, prompts)
     high = (sigma >= 0.5).nonzero().flatten().tolist()
     assert 0 < len(high) < 10  # the clips below 0.5 must be left alone
-    eps2 = torch.randn((len(high), *x0.shape[1:]), generator=g)
-    ps = [used[i] for i in high]
-    change = (train_teacher.exact_velocity(noised(x0[high], eps[high], sigma[high]), sigma[high], ps)
-              - train_teacher.exact_velocity(noised(x0[high], eps2, sigma[high]), sigma[high], ps))
+    free = [i for i in high if " left" not in used[i] and " right" not in used[i] and " up" not in used[i]
+            and " down" not in used[i]]
+    assert 0 < len(free) < len(high)  # both kinds among the exact-target clips, so the choice shows
+    rn = high if on == "all" else free
+    eps2 = torch.randn((len(rn), *x0.shape[1:]), generator=g)
+    ps = [used[i] for i in rn]
+    change = (train_teacher.exact_velocity(noised(x0[rn], eps[rn], sigma[rn]), sigma[rn], ps)
+              - train_teacher.exact_velocity(noised(x0[rn], eps2, sigma[rn]), sigma[rn], ps))
     plain, after_plain = loss(zero, 0.0, 0.5)
     with_term, _ = loss(zero, 3.0, 0.5)
     torch.testing.assert_close(with_term - plain, 3.0 * float(change.pow(2).mean()), rtol=1e-4, atol=1e-8)
@@ -426,7 +433,8 @@ def test_noise_contrast_adds_the_error_of_the_velocitys_change_with_the_noise():
 
 def test_noise_contrast_without_exact_targets_or_negative_is_a_one_line_error(tmp_path):
     out = tmp_path / "t.safetensors"
-    for bad in (["--noise-contrast", "1", "--exact-target-from", "0"], ["--noise-contrast", "-1"]):
+    for bad in (["--noise-contrast", "1", "--exact-target-from", "0"], ["--noise-contrast", "-1"],
+                ["--noise-contrast-on", "no-direction"]):
         with pytest.raises(SGMDError, match="--noise-contrast"):
             train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
     assert not out.exists()
