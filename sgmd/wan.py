@@ -153,11 +153,16 @@ def rope_grid(freqs: torch.Tensor, grid: tuple) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs of `x [B, S, heads, d]` by `rot [S, d/2]` (complex)."""
+    """Rotate consecutive channel pairs of `x [B, S, heads, d]` by `rot [S, d/2]` (complex).
+
+    Written in real arithmetic (the same products as the complex multiply) because torch.compile's
+    inductor cannot generate code for complex tensors: in complex form the whole RoPE, and the
+    element-wise work around it, falls back to eager kernels."""
     b, s, n, d = x.shape
-    xc = torch.view_as_complex(x.float().reshape(b, s, n, d // 2, 2))
-    out = torch.view_as_real(xc * rot[None, :, None, :]).reshape(b, s, n, d)
-    return out.type_as(x)
+    cos, sin = rot.real[None, :, None, :], rot.imag[None, :, None, :]
+    pairs = x.float().reshape(b, s, n, d // 2, 2)
+    re, im = pairs[..., 0], pairs[..., 1]
+    return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).reshape(b, s, n, d).type_as(x)
 
 
 class RMSNorm(nn.Module):

@@ -533,3 +533,15 @@ def test_matches_comfyui_wanmodel(tmp_path):
     diff = _max_diff(got, want)
     print(f"max |ours - ComfyUI| = {diff:.3e} (ComfyUI torch {meta.get('torch')}, output max {want.abs().max():.3f})")
     assert diff <= TOL_FP32
+
+
+def test_rope_in_real_arithmetic_is_the_complex_rotation():
+    """`apply_rope` avoids complex tensors (torch.compile cannot generate code for them); it must be
+    the complex product of each channel pair with its rotation, as Wan writes it."""
+    from sgmd.wan import apply_rope, rope_frequencies, rope_grid
+
+    x = torch.randn(2, 60, 2, 128, generator=torch.Generator().manual_seed(3))
+    rot = rope_grid(rope_frequencies(128), (3, 4, 5))
+    want = torch.view_as_real(torch.view_as_complex(x.reshape(2, 60, 2, 64, 2)) * rot[None, :, None, :]).reshape(x.shape)
+    torch.testing.assert_close(apply_rope(x, rot), want, rtol=0, atol=1e-6)
+    assert apply_rope(x.bfloat16(), rot).dtype == torch.bfloat16
