@@ -50,6 +50,7 @@ def test_resume_under_another_recipe_is_a_one_line_error(tmp_path):
     before = ckpt.read_bytes()
     cases = [(["--lr-text-in", "1e-4"], r"with --lr-text-in 3e-05 \(now 0.0001\); pass"),
              (["--lr-text-in", "3e-5", "--leave-out-direction", "0.5"], r"with --leave-out-direction 0.3 \(now 0.5\); pass"),
+             (["--lr-text-in", "3e-5", "--dtype", "bf16"], r"with --dtype fp32 \(now bf16\); pass"),
              ([], r"with --lr-text-in 3e-05 \(now 0.001\); pass")]  # the default rate is another rate
     for extra, message in cases:
         with pytest.raises(SGMDError, match=message):
@@ -438,3 +439,62 @@ def test_noise_contrast_without_exact_targets_or_negative_is_a_one_line_error(tm
         with pytest.raises(SGMDError, match="--noise-contrast"):
             train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
     assert not out.exists()
+
+
+def _tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    model = train_teacher.WanModel(train_teacher.WanConfig(dim=128, ffn_dim=128, num_layers=1))
+    x, ctx = torch.randn(2, 16, 2, 4, 4), torch.randn(2, 3, 4096)
+    return model, x, torch.tensor([900.0, 300.0]), ctx
+
+
+def test_bf16_training_forward_computes_in_bf16_and_keeps_fp32_weights_and_grads():
+    """bf16 is autocast: the velocity comes back fp32, off the fp32 one by bf16's rounding (not 0,
+    not more than a few per cent), and the gradients land on the fp32 master weights."""
+    model, x, t, ctx = _tiny_model()
+    torch.nn.init.normal_(model.head.head.weight, std=0.05)  # a zero head would hide the rounding
+    want = model(x, t, ctx)
+    got = train_teacher.training_forward(model, "bf16")(x, t, ctx)
+    assert got.dtype == torch.float32
+    rel = ((got - want).norm() / want.norm()).item()
+    assert 1e-4 < rel < 3e-2
+    got.pow(2).mean().backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+               for p in model.parameters() if p.requires_grad)
+
+
+def test_compiled_training_forward_matches_eager_values_and_gradients():
+    model, x, t, ctx = _tiny_model(1)
+    torch.nn.init.normal_(model.head.head.weight, std=0.05)
+    eager = train_teacher.training_forward(model)(x, t, ctx)
+    eager.pow(2).mean().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    got = train_teacher.training_forward(model, compile_=True)(x, t, ctx)
+    torch.testing.assert_close(got, eager, rtol=1e-4, atol=1e-5)
+    got.pow(2).mean().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[n], rtol=1e-3, atol=1e-6, msg=n)
+
+
+def test_compute_options_reach_the_file_and_compile_may_change_on_resume(tmp_path):
+    _run(tmp_path, "c", "--steps", "1", "--dtype", "bf16", "--checkpoint-every", "1")
+    out = _run(tmp_path, "c", "--steps", "2", "--dtype", "bf16", "--compile")
+    recipe = json.loads(read_safetensors(out)[1]["sgmd_teacher"])
+    assert recipe["steps"] == 2 and recipe["dtype"] == "bf16" and recipe["compile"] is True
+
+
+def test_compile_failure_falls_back_to_the_uncompiled_forward(monkeypatch, capsys):
+    def broken(fn):
+        def call(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+        return call
+
+    monkeypatch.setattr(train_teacher.torch, "compile", broken)
+    model, x, t, ctx = _tiny_model(2)
+    forward = train_teacher.training_forward(model, compile_=True)
+    torch.testing.assert_close(forward(x, t, ctx), model(x, t, ctx), rtol=0, atol=0)
+    assert "torch.compile failed (RuntimeError: InvalidCxxCompiler: No working C++ compiler found); training uncompiled" \
+        in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="channels"):  # after the fallback, the model's own errors still surface
+        forward(x[:, :3], t, ctx)
