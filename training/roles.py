@@ -24,6 +24,11 @@ TRAINABLE = ("generator", "fake")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def autocast(device_type: str, dtype: torch.dtype | None):
+    """Autocast to `dtype` (master weights stay as they are), or nothing for None: fp32 compute."""
+    return torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext()
+
+
 class DistillRoles:
     """Generator, fake score and teacher over one LoRA'd base or three full models."""
 
@@ -72,8 +77,7 @@ class DistillRoles:
     def _run(self, role, x, sigma, context):
         model = self.models[role]
         adapter = nullcontext() if self.full else active_adapter(model, None if role == "teacher" else role)
-        cast = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext()
-        with adapter, cast:
+        with adapter, autocast(self.device.type, self.autocast_dtype):
             return model(x, sigma_to_timestep(sigma), context).float()
 
     # --- parameters

@@ -27,7 +27,7 @@ from sgmd.schedules import sigma_to_timestep, warp  # noqa: E402
 from sgmd.wan import WanConfig, WanModel  # noqa: E402
 from sgmd.weights import read_safetensors, write_safetensors  # noqa: E402
 from training.checkpoint import flatten_optimizer, unflatten_optimizer  # noqa: E402
-from training.roles import AUTOCAST  # noqa: E402
+from training.roles import AUTOCAST, autocast  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = WanConfig(dim=128, ffn_dim=256, num_layers=3)
@@ -104,10 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 def training_forward(model, dtype: str = "fp32", compile_: bool = False):
     """The model as the training step calls it, `f(x, t, context) -> fp32 velocity`: under autocast when
     `dtype` is bf16/fp16 and compiled with `compile_`. Probes, EMA and export keep using `model` itself."""
-    cast = AUTOCAST[dtype]
-
     def forward(x, t, context):
-        with torch.autocast(x.device.type, dtype=cast or torch.float32, enabled=cast is not None):
+        with autocast(x.device.type, AUTOCAST[dtype]):
             return model(x, t, context).float()
 
     if not compile_:
