@@ -156,8 +156,8 @@ def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive channel pairs of `x [B, S, heads, d]` by `rot [S, d/2]` (complex).
 
     Written in real arithmetic (the same products as the complex multiply) because torch.compile's
-    inductor cannot generate code for complex tensors: in complex form the whole RoPE, and the
-    element-wise work around it, falls back to eager kernels."""
+    inductor cannot generate code for complex tensors: a complex multiply on every q and k would stay
+    an eager kernel inside a compiled step."""
     b, s, n, d = x.shape
     cos, sin = rot.real[None, :, None, :], rot.imag[None, :, None, :]
     pairs = x.float().reshape(b, s, n, d // 2, 2)
