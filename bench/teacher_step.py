@@ -3,11 +3,12 @@
     python bench/teacher_step.py [--steps 20] [--rounds 3] [--threads 2]
 
 One model per mode (fp32 eager, fp32 compiled, bf16 eager, bf16 compiled: `train_teacher.py
---dtype/--compile`), each trained on the same default-recipe steps (batch 16, exact targets above
-sigma 0.9, training shift 6). Modes alternate within each round so that load from other processes on
-this shared machine hits them alike; the figure is the median over rounds of the mean seconds per
-step (forward, backward and AdamW; the compiled modes' first steps, which compile, are warm-up and
-not timed). The ratio to fp32 eager is what the 44.5-minute budget buys in steps."""
+--dtype/--compile`), each taking the default recipe's steps (`train_teacher.train_step`: batch 16,
+exact targets above sigma 0.9, training shift 6, gradient clip). Modes alternate within each round
+so that load from other processes on this shared machine hits them alike; the figure is the median
+over rounds of the mean seconds per step (forward, backward and AdamW; the compiled modes' first
+steps, which compile, are warm-up and not timed). The ratio to fp32 eager is what the 44.5-minute
+budget buys in steps."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     train_set = set(toyvideo.training_prompts())
+    recipe = tt.build_parser().parse_args([])  # the default recipe: batch 16, shift 6, exact targets, ...
     runs = {}
     for dtype, compiled in MODES:
         torch.manual_seed(0)
@@ -44,12 +46,7 @@ def main(argv=None) -> int:
                                    torch.optim.AdamW(model.parameters(), lr=1e-3), torch.Generator().manual_seed(0))
 
     def step(key):
-        model, forward, opt, g = runs[key]
-        prompts, frames, _ = toyvideo.make_batch(16, g, train_set, toyvideo.LEAVE_OUT)
-        loss = tt.flow_matching_step(forward, frames, prompts, g, tt.TRAIN_SIGMA_SHIFT, tt.EXACT_TARGET_FROM)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        tt.train_step(*runs[key], train_set, recipe)
 
     for key in runs:
         for _ in range(args.warmup):
@@ -63,7 +60,7 @@ def main(argv=None) -> int:
             times[key].append((time.perf_counter() - t0) / args.steps)
             print(f"round {r + 1} {key[0]}{' compiled' if key[1] else ''}: {times[key][-1]:.3f} s/step", flush=True)
     base = statistics.median(times[("fp32", False)])
-    print(f"\nteacher step, batch 16, {args.steps} steps x {args.rounds} rounds, torch {torch.__version__}, "
+    print(f"\nteacher step, batch {recipe.batch_size}, {args.steps} steps x {args.rounds} rounds, torch {torch.__version__}, "
           f"{args.threads} threads")
     print(f"{'mode':<16}{'s/step (median)':>16}{'speed-up':>10}")
     for key, v in times.items():
