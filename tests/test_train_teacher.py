@@ -148,7 +148,8 @@ def test_word_contrast_without_exact_targets_is_a_one_line_error(tmp_path):
     """The contrast is computed on the exact-target clips only; asked for without them it would train
     as if it were off, so the command refuses before any training or file."""
     out = tmp_path / "t.safetensors"
-    for bad in (["--word-contrast", "1", "--exact-target-from", "0"], ["--word-contrast", "-1"]):
+    for bad in (["--word-contrast", "1", "--exact-target-from", "0"], ["--word-contrast", "-1"],
+                ["--word-contrast-on", "direction"]):
         with pytest.raises(SGMDError, match="--word-contrast"):
             train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
     assert not out.exists()
@@ -304,12 +305,12 @@ def test_without_leaves_the_attribute_random_in_the_grammar():
             assert toyvideo.without(p.text, kind) == out.text  # a prompt of the data, not a new string
 
 
-@pytest.mark.parametrize("swap", train_teacher.CONTRAST_SWAPS)
-def test_word_contrast_adds_the_error_of_the_words_effect(swap):
+@pytest.mark.parametrize("swap,on", [(s, "all") for s in train_teacher.CONTRAST_SWAPS] + [("opposite", "direction")])
+def test_word_contrast_adds_the_error_of_the_words_effect(swap, on):
     """The exact denoiser scores zero with the contrast on; a prompt-blind exact denoiser (right on
     average, no word effect) is charged exactly the mean square of the exact word effect on the
     swappable clips, recomputed here from the step's replayed draws (for `either`, the per-clip
-    coin drawn after them)."""
+    coin drawn after them); with `on="direction"`, only on those whose prompt names a direction."""
     from sgmd.objectives.common import noised
 
     prompts, frames, _ = toyvideo.make_batch(12, torch.Generator().manual_seed(0))
@@ -318,7 +319,8 @@ def test_word_contrast_adds_the_error_of_the_words_effect(swap):
 
     def loss(model, w, exact_from=1e-6):
         g = torch.Generator().manual_seed(1)
-        return float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, w, swap))
+        return float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, w, swap,
+                                                      word_contrast_on=on))
 
     assert loss(_ExactModel(known), 3.0) < 1e-8
 
@@ -328,6 +330,10 @@ def test_word_contrast_adds_the_error_of_the_words_effect(swap):
 
     sigma, x0, eps, used, g = _replay_step_draws(frames, prompts)
     high = (sigma >= 0.5).nonzero().flatten().tolist()
+    if on == "direction":
+        named = [i for i in high if toyvideo.Prompt.parse(used[i]).direction]
+        assert named and any(train_teacher.motion_swap(used[i]) for i in high if i not in named)  # the choice shows
+        high = named
     drops = (torch.rand(len(high), generator=g) < 0.5).tolist() if swap == "either" else [swap == "drop"] * len(high)
     if swap == "either":
         assert 0 < sum(drops) < len(drops)  # both kinds of swap in this batch

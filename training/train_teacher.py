@@ -40,6 +40,7 @@ RESUME_FREE = {"steps", "lr_cycles", "out", "checkpoint", "checkpoint_every", "m
                "compile"}  # compiling changes the float rounding only, not the recipe
 CONTRAST_SWAPS = ("opposite", "drop", "either")  # what --word-contrast turns the motion word into
 NOISE_CONTRAST_ON = ("all", "no-direction")  # which exact-target clips --noise-contrast re-noises
+WORD_CONTRAST_ON = ("all", "direction")  # which exact-target clips --word-contrast runs on
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the motion-word contrast on the exact-target clips (flow_matching_step; 0 = off)")
     p.add_argument("--contrast-swap", choices=CONTRAST_SWAPS, default="opposite",
                    help="what the contrast turns the word into: its opposite, nothing (drop), or either (per clip)")
+    p.add_argument("--word-contrast-on", choices=WORD_CONTRAST_ON, default="all",
+                   help="which exact-target clips the word contrast runs on: all that name a motion word, or only those "
+                        "whose prompt names a direction (with no direction named the contrast made \"slowly\" still, v12)")
     p.add_argument("--exact-weight", type=float, default=1.0,
                    help="loss weight of the exact-target clips (sigma >= --exact-target-from) against 1 for the others")
     p.add_argument("--noise-contrast", type=float, default=0.0,
@@ -133,7 +137,8 @@ def train_step(model, forward, opt, g, train_set, args) -> torch.Tensor:
     its flow-matching loss through `forward` (`training_forward`), gradient clip 1, AdamW. The loss."""
     prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set, args.leave_out_direction)
     loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast,
-                              args.contrast_swap, args.exact_weight, args.noise_contrast, args.noise_contrast_on)
+                              args.contrast_swap, args.exact_weight, args.noise_contrast, args.noise_contrast_on,
+                              args.word_contrast_on)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -186,7 +191,7 @@ def lr_at(step: int, total: int, peak: float) -> float:
 
 def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_from: float = 0.0,
                        word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0,
-                       noise_contrast: float = 0.0, noise_contrast_on: str = "all"):
+                       noise_contrast: float = 0.0, noise_contrast_on: str = "all", word_contrast_on: str = "all"):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -200,6 +205,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     becomes: its `opposite` (slowly <-> quickly), nothing (`drop`: the attribute is then random, as
     in the data, so "slowly" is contrasted with still and quick clips alike), or `either`, drawn per
     clip. Only `either` draws: with the term off, or `opposite`, the batch is the same as without it.
+    With `word_contrast_on="direction"` only the clips whose prompt names a direction take part.
 
     `exact_weight` multiplies the squared error of the exact-target clips: their target has no
     one-clip spread, so their error is all learnable, and it is where the motion words decide the
@@ -228,15 +234,16 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         target[high] = exact_velocity(x_s, sigma[high], [used[i] for i in high])
     pairs = []
     if word_contrast > 0:
-        drops = ((torch.rand(len(high), generator=g) < 0.5).tolist() if contrast_swap == "either"
-                 else [contrast_swap == "drop"] * len(high))
-        pairs = [(j, i, w) for j, i in enumerate(high) if (w := motion_swap(used[i], drops[j]))]
+        on = [j for j, i in enumerate(high) if word_contrast_on == "all" or names_direction(used[i])]  # rows of x_s
+        drops = ((torch.rand(len(on), generator=g) < 0.5).tolist() if contrast_swap == "either"
+                 else [contrast_swap == "drop"] * len(on))
+        pairs = [(j, high[j], w) for j, d in zip(on, drops) if (w := motion_swap(used[high[j]], d))]
     weight = None
     if high and exact_weight != 1.0:
         weight = torch.ones(b)
         weight[high] = exact_weight
     rn = [] if noise_contrast <= 0 else high if noise_contrast_on == "all" else [
-        i for i in high if not toyvideo.Prompt.parse(used[i]).direction]  # the clips noised a second time
+        i for i in high if not names_direction(used[i])]  # the clips noised a second time
     if not pairs and not rn:
         return flow_matching_loss(model, x0, eps, sigma, ctx, target, weight)
     rows, idx, swapped = (list(z) for z in zip(*pairs)) if pairs else ([], [], [])
@@ -254,6 +261,11 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         t_rn = exact_velocity(x_rn, sigma[rn], [used[i] for i in rn])
         loss = loss + noise_contrast * ((v[rn] - v_rn) - (target[rn] - t_rn)).pow(2).mean()
     return loss
+
+
+def names_direction(prompt: str) -> bool:
+    """Whether a prompt names a direction (the empty prompt of CFG dropout does not)."""
+    return bool(toyvideo.Prompt.parse(prompt).direction)
 
 
 def motion_swap(prompt: str, drop: bool = False) -> str | None:
@@ -403,6 +415,8 @@ def main(argv=None) -> int:
         raise SGMDError(f"--leave-out-direction must be in [0, 1); got {args.leave_out_direction:g}")
     if args.contrast_swap != "opposite" and not args.word_contrast:
         raise SGMDError(f"--contrast-swap {args.contrast_swap} needs --word-contrast > 0")
+    if args.word_contrast_on != "all" and not args.word_contrast:
+        raise SGMDError(f"--word-contrast-on {args.word_contrast_on} needs --word-contrast > 0")
     if args.noise_contrast_on != "all" and not args.noise_contrast:
         raise SGMDError(f"--noise-contrast-on {args.noise_contrast_on} needs --noise-contrast > 0")
     if args.threads:
@@ -474,7 +488,7 @@ def main(argv=None) -> int:
             "lr_text_in": args.lr_text_in, "leave_out_direction": args.leave_out_direction,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
-            "contrast_swap": args.contrast_swap, "exact_weight": args.exact_weight,
+            "contrast_swap": args.contrast_swap, "word_contrast_on": args.word_contrast_on, "exact_weight": args.exact_weight,
             "noise_contrast": args.noise_contrast, "noise_contrast_on": args.noise_contrast_on,
             "dtype": args.dtype, "compile": args.compile,
         }),
