@@ -504,3 +504,74 @@ def test_compile_failure_falls_back_to_the_uncompiled_forward(monkeypatch, capsy
         in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="channels"):  # after the fallback, the model's own errors still surface
         forward(x[:, :3], t, ctx)
+
+
+def _euler_to(model, noise, sigma_end: float, ctx, steps: int):
+    """The evaluator's guided Euler sampler (`samplers.sample_teacher`, CFG 3) on one clip, from sigma 1
+    down to `sigma_end` in `steps` equal steps."""
+    from sgmd import samplers, text
+
+    velocity = samplers.cfg_velocity(model, ctx, text.encode_text([""]), samplers.DEFAULT_GUIDANCE)
+    return samplers.sample_teacher(velocity, noise, torch.linspace(1.0, sigma_end, steps + 1))
+
+
+def _affine_model(x, t, ctx):  # cheap, prompt- and noise-level-dependent, so guidance and steps show
+    return 0.5 * x + ctx.mean(dim=(1, 2)).reshape(-1, 1, 1, 1, 1) * 40 + (t / 1000).reshape(-1, 1, 1, 1, 1)
+
+
+def test_guided_state_is_the_guided_sampler_stopped_at_each_clips_noise_level():
+    from sgmd import text
+
+    noise = torch.randn(3, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.97, 0.9, 0.93])
+    prompts = ["a red circle moving left slowly", "a blue square", "a white circle moving up"]
+    ctx = text.encode_text(prompts)
+    got = train_teacher.guided_state(_affine_model, noise, sigma, ctx)
+    for i in range(3):
+        want = _euler_to(_affine_model, noise[i:i + 1], float(sigma[i]), ctx[i:i + 1], train_teacher.ROLLOUT_STEPS)
+        torch.testing.assert_close(got[i:i + 1], want, rtol=1e-5, atol=1e-6)
+    assert (got - noise).abs().mean() > 1e-2  # it moved
+
+
+def test_sampled_states_regress_onto_the_exact_velocity_where_the_guided_sampler_goes():
+    """With `sampled_states` p, each exact-target clip with a prompt draws a coin after the step's own
+    draws; below p its input is the guided sampler's state at its noise level (recomputed here with the
+    evaluator's sampler) and its target the exact velocity there. Off, nothing more is drawn."""
+    from sgmd import text
+    from sgmd.objectives.common import noised
+
+    prompts, frames, _ = toyvideo.make_batch(10, torch.Generator().manual_seed(0))
+
+    def loss(p):
+        g = torch.Generator().manual_seed(1)
+        out = float(train_teacher.flow_matching_step(_affine_model, frames, prompts, g, 1.0, 0.5, sampled_states=p))
+        return out, torch.rand(1, generator=g)
+
+    sigma, x0, eps, used, g = _replay_step_draws(frames, prompts)
+    high = (sigma >= 0.5).nonzero().flatten().tolist()
+    coins = torch.rand(len(high), generator=g).tolist()
+    p = 0.6
+    picked = [i for i, c in zip(high, coins) if c < p and used[i]]
+    assert picked and len(picked) < len(high)  # some clips sampled, some noised: the choice shows
+    x_in = noised(x0, eps, sigma)
+    for i in picked:
+        x_in[i] = _euler_to(_affine_model, eps[i:i + 1], float(sigma[i]), text.encode_text([used[i]]),
+                            train_teacher.ROLLOUT_STEPS)[0]
+    target = eps - x0
+    target[high] = train_teacher.exact_velocity(x_in[high], sigma[high], [used[i] for i in high])
+    v = _affine_model(x_in, sigma * 1000, text.encode_text(used))
+    got, _ = loss(p)
+    torch.testing.assert_close(got, float((v - target).pow(2).mean()), rtol=1e-4, atol=1e-8)
+    plain, after_plain = loss(0.0)
+    assert abs(got - plain) > 1e-3 * plain  # the states matter
+    g_plain = _replay_step_draws(frames, prompts)[-1]
+    assert torch.equal(after_plain, torch.rand(1, generator=g_plain))  # off, nothing more is drawn
+
+
+def test_sampled_states_out_of_range_or_without_exact_targets_is_a_one_line_error(tmp_path):
+    out = tmp_path / "t.safetensors"
+    for bad in (["--sampled-states", "0.5", "--exact-target-from", "0"], ["--sampled-states", "1.5"],
+                ["--sampled-states", "-0.1"]):
+        with pytest.raises(SGMDError, match="--sampled-states"):
+            train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
+    assert not out.exists()

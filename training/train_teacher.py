@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from sgmd import codec, text, toy_posterior, toyvideo  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.objectives.common import noised  # noqa: E402
+from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity  # noqa: E402
 from sgmd.schedules import sigma_to_timestep, warp  # noqa: E402
 from sgmd.wan import WanConfig, WanModel  # noqa: E402
 from sgmd.weights import read_safetensors, write_safetensors  # noqa: E402
@@ -41,6 +42,7 @@ RESUME_FREE = {"steps", "lr_cycles", "out", "checkpoint", "checkpoint_every", "m
 CONTRAST_SWAPS = ("opposite", "drop", "either")  # what --word-contrast turns the motion word into
 NOISE_CONTRAST_ON = ("all", "no-direction")  # which exact-target clips --noise-contrast re-noises
 WORD_CONTRAST_ON = ("all", "direction")  # which exact-target clips --word-contrast runs on
+ROLLOUT_STEPS = 3  # guided Euler steps from sigma 1 down to a --sampled-states clip's noise level
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-contrast-on", choices=NOISE_CONTRAST_ON, default="all",
                    help="which exact-target clips the noise contrast re-noises: all, or only those whose prompt names "
                         "no direction (the empty prompt included), whose layout the noise alone decides")
+    p.add_argument("--sampled-states", type=float, default=0.0,
+                   help="share of the exact-target clips (prompt not empty) whose noisy input is where the model's own "
+                        "guided sampler (CFG 3, the evaluator's) takes their noise by their noise level, instead of the "
+                        "noised clip; the target stays the exact velocity there (flow_matching_step; 0 = off)")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="compute dtype of the training passes: bf16 = autocast with fp32 master weights, optimizer "
@@ -138,7 +144,7 @@ def train_step(model, forward, opt, g, train_set, args) -> torch.Tensor:
     prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set, args.leave_out_direction)
     loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast,
                               args.contrast_swap, args.exact_weight, args.noise_contrast, args.noise_contrast_on,
-                              args.word_contrast_on)
+                              args.word_contrast_on, args.sampled_states)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -191,7 +197,8 @@ def lr_at(step: int, total: int, peak: float) -> float:
 
 def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_from: float = 0.0,
                        word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0,
-                       noise_contrast: float = 0.0, noise_contrast_on: str = "all", word_contrast_on: str = "all"):
+                       noise_contrast: float = 0.0, noise_contrast_on: str = "all", word_contrast_on: str = "all",
+                       sampled_states: float = 0.0):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -218,7 +225,14 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     with no direction named goes (a teacher that reads it too little draws the prompt's still mean,
     docs/tiny-model.md). Its minimiser is the exact velocity too. Off, it draws nothing. With
     `noise_contrast_on="no-direction"` only the exact-target clips whose prompt names no direction are
-    re-noised (the still clips come from those prompts), at about a third of the extra pass's cost."""
+    re-noised (the still clips come from those prompts), at about a third of the extra pass's cost.
+
+    With `sampled_states` > 0, that share of the exact-target clips (one coin each; the empty prompt
+    excluded) takes as input not its noised clip but `guided_state`: where the model's own CFG sampler
+    takes the clip's noise by the clip's noise level. The exact velocity is the minimiser at any state,
+    so the target is the same field; what changes is where it is learned: on the states sampling visits,
+    where a wrong early drift (a still "slowly" clip) would otherwise never be corrected. Off, it draws
+    nothing."""
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -226,11 +240,18 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     ctx = text.encode_text(used)
     sigma = warp(torch.rand(b, generator=g), sigma_shift)
     eps = torch.randn(x0.shape, generator=g)
-    target = None
+    x_in = noised(x0, eps, sigma)
+    target = eps - x0
     high = (sigma >= exact_from).nonzero().flatten().tolist() if exact_from > 0 else []
     if high:
-        target = eps - x0
-        x_s = noised(x0[high], eps[high], sigma[high])
+        x_s = x_in[high]
+        if sampled_states > 0:
+            coins = torch.rand(len(high), generator=g).tolist()
+            rows = [j for j, i in enumerate(high) if coins[j] < sampled_states and used[i]]
+            if rows:
+                idx = [high[j] for j in rows]
+                x_s[rows] = guided_state(model, eps[idx], sigma[idx], ctx[idx])
+                x_in[idx] = x_s[rows]
         target[high] = exact_velocity(x_s, sigma[high], [used[i] for i in high])
     pairs = []
     if word_contrast > 0:
@@ -245,13 +266,13 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     rn = [] if noise_contrast <= 0 else high if noise_contrast_on == "all" else [
         i for i in high if not names_direction(used[i])]  # the clips noised a second time
     if not pairs and not rn:
-        return flow_matching_loss(model, x0, eps, sigma, ctx, target, weight)
+        return _weighted_mse(model(x_in, sigma_to_timestep(sigma), ctx), target, weight)
     rows, idx, swapped = (list(z) for z in zip(*pairs)) if pairs else ([], [], [])
     x_sw, sig_sw = x_s[rows], sigma[idx]
     x_rn = noised(x0[rn], torch.randn((len(rn), *x0.shape[1:]), generator=g), sigma[rn]) if rn else x_sw[:0]
     ctx_sw = text.encode_text(swapped) if swapped else ctx[:0]
     # one pass over the batch and its extra copies: the word-swapped ones, then the re-noised ones
-    v_all = model(torch.cat([noised(x0, eps, sigma), x_sw, x_rn]),
+    v_all = model(torch.cat([x_in, x_sw, x_rn]),
                   sigma_to_timestep(torch.cat([sigma, sig_sw, sigma[rn]])), torch.cat([ctx, ctx_sw, ctx[rn]]))
     v, v_sw, v_rn = v_all.split([b, len(rows), len(rn)])
     loss = _weighted_mse(v, target, weight)
@@ -261,6 +282,18 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         t_rn = exact_velocity(x_rn, sigma[rn], [used[i] for i in rn])
         loss = loss + noise_contrast * ((v[rn] - v_rn) - (target[rn] - t_rn)).pow(2).mean()
     return loss
+
+
+@torch.no_grad()
+def guided_state(model, noise, sigma, ctx, scale: float = DEFAULT_GUIDANCE, steps: int = ROLLOUT_STEPS):
+    """Where the guided Euler sampler (standard CFG `scale`, empty-prompt uncond: the evaluator's form)
+    takes `noise`, at sigma 1, by noise level `sigma` [B], in `steps` equal steps of sigma."""
+    velocity = cfg_velocity(model, ctx, text.encode_text([""] * len(ctx)), scale)
+    x = noise
+    for k in range(steps):
+        s, s_next = (1 - (1 - sigma) * k / steps), (1 - (1 - sigma) * (k + 1) / steps)
+        x = x + (s_next - s).reshape(-1, *([1] * (x.ndim - 1))) * velocity(x, s)
+    return x
 
 
 def names_direction(prompt: str) -> bool:
@@ -415,6 +448,9 @@ def main(argv=None) -> int:
         raise SGMDError(f"--leave-out-direction must be in [0, 1); got {args.leave_out_direction:g}")
     if args.contrast_swap != "opposite" and not args.word_contrast:
         raise SGMDError(f"--contrast-swap {args.contrast_swap} needs --word-contrast > 0")
+    if not 0 <= args.sampled_states <= 1 or (args.sampled_states > 0 and args.exact_target_from <= 0):
+        raise SGMDError(f"--sampled-states must be in [0, 1] and needs --exact-target-from > 0; got "
+                        f"{args.sampled_states:g} with {args.exact_target_from:g}")
     if args.word_contrast_on != "all" and not args.word_contrast:
         raise SGMDError(f"--word-contrast-on {args.word_contrast_on} needs --word-contrast > 0")
     if args.noise_contrast_on != "all" and not args.noise_contrast:
@@ -488,7 +524,8 @@ def main(argv=None) -> int:
             "lr_text_in": args.lr_text_in, "leave_out_direction": args.leave_out_direction,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
-            "contrast_swap": args.contrast_swap, "word_contrast_on": args.word_contrast_on, "exact_weight": args.exact_weight,
+            "contrast_swap": args.contrast_swap, "word_contrast_on": args.word_contrast_on,
+            "sampled_states": args.sampled_states, "exact_weight": args.exact_weight,
             "noise_contrast": args.noise_contrast, "noise_contrast_on": args.noise_contrast_on,
             "dtype": args.dtype, "compile": args.compile,
         }),
