@@ -247,11 +247,11 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         x_s = x_in[high]
         if sampled_states > 0:
             coins = torch.rand(len(high), generator=g).tolist()
-            rows = [j for j, i in enumerate(high) if coins[j] < sampled_states and used[i]]
-            if rows:
-                idx = [high[j] for j in rows]
-                x_s[rows] = guided_state(model, eps[idx], sigma[idx], ctx[idx])
-                x_in[idx] = x_s[rows]
+            picked = [j for j, i in enumerate(high) if coins[j] < sampled_states and used[i]]  # rows of x_s
+            if picked:
+                clips = [high[j] for j in picked]
+                x_s[picked] = guided_state(model, eps[clips], sigma[clips], ctx[clips])
+                x_in[clips] = x_s[picked]
         target[high] = exact_velocity(x_s, sigma[high], [used[i] for i in high])
     pairs = []
     if word_contrast > 0:
