@@ -144,14 +144,30 @@ def test_bad_lr_cycles_is_a_one_line_error():
             train_teacher.parse_cycles(bad, 3300)
 
 
-def test_word_contrast_without_exact_targets_is_a_one_line_error(tmp_path):
-    """The contrast is computed on the exact-target clips only; asked for without them it would train
-    as if it were off, so the command refuses before any training or file."""
+# Options the recipe refuses before any training or file. The contrasts and `--exact-weight` act on the
+# exact-target clips only: asked for without them, a run would train as if they were off.
+BAD_OPTIONS = [
+    (["--word-contrast", "1", "--exact-target-from", "0"], "--word-contrast"),
+    (["--word-contrast", "-1"], "--word-contrast"),
+    (["--word-contrast-on", "direction"], "--word-contrast"),
+    (["--contrast-swap", "drop"], "--contrast-swap"),
+    (["--exact-weight", "3", "--exact-target-from", "0"], "--exact-weight"),
+    (["--exact-weight", "0"], "--exact-weight"),
+    (["--exact-weight", "-1"], "--exact-weight"),
+    (["--noise-contrast", "1", "--exact-target-from", "0"], "--noise-contrast"),
+    (["--noise-contrast", "-1"], "--noise-contrast"),
+    (["--noise-contrast-on", "no-direction"], "--noise-contrast"),
+    (["--sampled-states", "0.5", "--exact-target-from", "0"], "--sampled-states"),
+    (["--sampled-states", "1.5"], "--sampled-states"),
+    (["--sampled-states", "-0.1"], "--sampled-states"),
+]
+
+
+@pytest.mark.parametrize("bad,match", BAD_OPTIONS)
+def test_bad_recipe_options_are_a_one_line_error(tmp_path, bad, match):
     out = tmp_path / "t.safetensors"
-    for bad in (["--word-contrast", "1", "--exact-target-from", "0"], ["--word-contrast", "-1"],
-                ["--word-contrast-on", "direction"]):
-        with pytest.raises(SGMDError, match="--word-contrast"):
-            train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
+    with pytest.raises(SGMDError, match=match):
+        train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
     assert not out.exists()
 
 
@@ -348,14 +364,6 @@ def test_word_contrast_adds_the_error_of_the_words_effect(swap, on):
                                rtol=1e-4, atol=1e-8)
 
 
-def test_contrast_swap_without_word_contrast_is_a_one_line_error(tmp_path):
-    out = tmp_path / "t.safetensors"
-    with pytest.raises(SGMDError, match="--contrast-swap"):
-        train_teacher.main(["--contrast-swap", "drop", "--steps", "1", "--out", str(out),
-                            "--checkpoint", str(tmp_path / "c.safetensors")])
-    assert not out.exists()
-
-
 def test_exact_weight_multiplies_the_error_of_the_exact_target_clips_only():
     """`exact_weight` K: the loss is the mean over clips of each clip's squared error, times K for the
     clips on the exact target (sigma >= exact_from), recomputed here from the step's replayed draws;
@@ -386,15 +394,6 @@ def test_exact_weight_multiplies_the_error_of_the_exact_target_clips_only():
         torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=1e-8)
         assert torch.equal(after, after_plain)  # the same draws as without the option
     assert loss(3.0)[0] > plain * 1.05  # the weight is not lost on the way
-
-
-def test_exact_weight_without_exact_targets_or_not_positive_is_a_one_line_error(tmp_path):
-    out = tmp_path / "t.safetensors"
-    for bad in (["--exact-weight", "3", "--exact-target-from", "0"], ["--exact-weight", "0"],
-                ["--exact-weight", "-1"]):
-        with pytest.raises(SGMDError, match="--exact-weight"):
-            train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
-    assert not out.exists()
 
 
 @pytest.mark.parametrize("on", ["all", "no-direction"])
@@ -436,15 +435,6 @@ def test_noise_contrast_adds_the_error_of_the_velocitys_change_with_the_noise(on
     assert with_term > plain * 1.05
     g_plain = _replay_step_draws(frames, prompts)[-1]
     assert torch.equal(after_plain, torch.rand(1, generator=g_plain))  # off, nothing more is drawn
-
-
-def test_noise_contrast_without_exact_targets_or_negative_is_a_one_line_error(tmp_path):
-    out = tmp_path / "t.safetensors"
-    for bad in (["--noise-contrast", "1", "--exact-target-from", "0"], ["--noise-contrast", "-1"],
-                ["--noise-contrast-on", "no-direction"]):
-        with pytest.raises(SGMDError, match="--noise-contrast"):
-            train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
-    assert not out.exists()
 
 
 def _tiny_model(seed: int = 0):
@@ -566,12 +556,3 @@ def test_sampled_states_regress_onto_the_exact_velocity_where_the_guided_sampler
     assert abs(got - plain) > 1e-3 * plain  # the states matter
     g_plain = _replay_step_draws(frames, prompts)[-1]
     assert torch.equal(after_plain, torch.rand(1, generator=g_plain))  # off, nothing more is drawn
-
-
-def test_sampled_states_out_of_range_or_without_exact_targets_is_a_one_line_error(tmp_path):
-    out = tmp_path / "t.safetensors"
-    for bad in (["--sampled-states", "0.5", "--exact-target-from", "0"], ["--sampled-states", "1.5"],
-                ["--sampled-states", "-0.1"]):
-        with pytest.raises(SGMDError, match="--sampled-states"):
-            train_teacher.main([*bad, "--steps", "1", "--out", str(out), "--checkpoint", str(tmp_path / "c.safetensors")])
-    assert not out.exists()
