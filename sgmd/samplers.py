@@ -102,7 +102,8 @@ def rollout(velocity: Velocity, noise: torch.Tensor, sigmas: torch.Tensor, rule:
 
 
 def sample_teacher(velocity: Velocity, noise: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
-    """Multi-step deterministic Euler (the teacher's sampler; guidance lives in `velocity`)."""
+    """Multi-step deterministic Euler (the teacher's sampler; guidance lives in `velocity`). `sigmas` is
+    one schedule `[steps + 1]` for the batch, or one per clip `[steps + 1, B]`."""
     x = noise
     for i in range(len(sigmas) - 1):
         s = sigmas[i].to(x.device).expand(x.shape[0])

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from sgmd import codec, text, toy_posterior, toyvideo  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.objectives.common import noised  # noqa: E402
-from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity  # noqa: E402
+from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity, sample_teacher  # noqa: E402
 from sgmd.schedules import sigma_to_timestep, warp  # noqa: E402
 from sgmd.wan import WanConfig, WanModel  # noqa: E402
 from sgmd.weights import read_safetensors, write_safetensors  # noqa: E402
@@ -244,14 +244,12 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     target = eps - x0
     high = (sigma >= exact_from).nonzero().flatten().tolist() if exact_from > 0 else []
     if high:
-        x_s = x_in[high]
         if sampled_states > 0:
             coins = torch.rand(len(high), generator=g).tolist()
-            picked = [j for j, i in enumerate(high) if coins[j] < sampled_states and used[i]]  # rows of x_s
-            if picked:
-                clips = [high[j] for j in picked]
-                x_s[picked] = guided_state(model, eps[clips], sigma[clips], ctx[clips])
-                x_in[clips] = x_s[picked]
+            clips = [i for c, i in zip(coins, high) if c < sampled_states and used[i]]
+            if clips:
+                x_in[clips] = guided_state(model, eps[clips], sigma[clips], ctx[clips])
+        x_s = x_in[high]
         target[high] = exact_velocity(x_s, sigma[high], [used[i] for i in high])
     pairs = []
     if word_contrast > 0:
@@ -289,11 +287,8 @@ def guided_state(model, noise, sigma, ctx, scale: float = DEFAULT_GUIDANCE, step
     """Where the guided Euler sampler (standard CFG `scale`, empty-prompt uncond: the evaluator's form)
     takes `noise`, at sigma 1, by noise level `sigma` [B], in `steps` equal steps of sigma."""
     velocity = cfg_velocity(model, ctx, text.encode_text([""] * len(ctx)), scale)
-    x = noise
-    for k in range(steps):
-        s, s_next = (1 - (1 - sigma) * k / steps), (1 - (1 - sigma) * (k + 1) / steps)
-        x = x + (s_next - s).reshape(-1, *([1] * (x.ndim - 1))) * velocity(x, s)
-    return x
+    schedules = torch.stack([1 - (1 - sigma) * k / steps for k in range(steps + 1)])  # [steps + 1, B]
+    return sample_teacher(velocity, noise, schedules)
 
 
 def names_direction(prompt: str) -> bool:
