@@ -38,6 +38,15 @@ class Clip:
     speed: str  # "still", "slowly" or "quickly"
     x0: float  # centre at frame 0, pixels
     y0: float
+    travel_share: float = 1.0  # share of the speed's travel the clip covers; 1 in the task's data
+
+
+def shortened(clip: Clip, share: float) -> Clip:
+    """`clip` covering `share` of its travel, about the same mid-clip centre: a training state of a
+    sampler that has drifted toward the still mean (`train_teacher --short-travel`), not task data."""
+    half = SPEEDS[clip.speed] * (FRAMES - 1) / 2 * (clip.travel_share - share)
+    dx, dy = DIRECTIONS[clip.direction]
+    return replace(clip, x0=clip.x0 + dx * half, y0=clip.y0 + dy * half, travel_share=share)
 
 
 @dataclass(frozen=True)
@@ -146,7 +155,7 @@ def render(clips: list[Clip]) -> torch.Tensor:
     coords = (torch.arange(SIZE * ss, dtype=torch.float32) + 0.5) / ss
     yy, xx = coords.view(1, 1, -1, 1), coords.view(1, 1, 1, -1)
     t = torch.arange(FRAMES, dtype=torch.float32).view(1, -1, 1, 1)
-    vel = torch.tensor([[DIRECTIONS[c.direction][i] * SPEEDS[c.speed] for i in (0, 1)] for c in clips])
+    vel = torch.tensor([[DIRECTIONS[c.direction][i] * SPEEDS[c.speed] * c.travel_share for i in (0, 1)] for c in clips])
     start = torch.tensor([[c.x0, c.y0] for c in clips])
     cx = (start[:, 0].view(n, 1, 1, 1) + vel[:, 0].view(n, 1, 1, 1) * t)
     cy = (start[:, 1].view(n, 1, 1, 1) + vel[:, 1].view(n, 1, 1, 1) * t)

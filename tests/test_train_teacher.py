@@ -160,6 +160,9 @@ BAD_OPTIONS = [
     (["--sampled-states", "0.5", "--exact-target-from", "0"], "--sampled-states"),
     (["--sampled-states", "1.5"], "--sampled-states"),
     (["--sampled-states", "-0.1"], "--sampled-states"),
+    (["--short-travel", "0.5", "--exact-target-from", "0"], "--short-travel"),
+    (["--short-travel", "1.5"], "--short-travel"),
+    (["--short-travel", "0.5", "--sampled-states", "0.5"], "--short-travel"),
 ]
 
 
@@ -554,5 +557,71 @@ def test_sampled_states_regress_onto_the_exact_velocity_where_the_guided_sampler
     torch.testing.assert_close(got, float((v - target).pow(2).mean()), rtol=1e-4, atol=1e-8)
     plain, after_plain = loss(0.0)
     assert abs(got - plain) > 1e-3 * plain  # the states matter
+    g_plain = _replay_step_draws(frames, prompts)[-1]
+    assert torch.equal(after_plain, torch.rand(1, generator=g_plain))  # off, nothing more is drawn
+
+def _centroids(frames):
+    """Per-frame centre of mass `[N, T, 2]` (x, y) of rendered clips."""
+    m = frames.sum(-1)
+    grid = torch.arange(m.shape[-1], dtype=torch.float32) + 0.5
+    tot = m.sum((2, 3))
+    return torch.stack([(m.sum(2) * grid).sum(-1) / tot, (m.sum(3) * grid).sum(-1) / tot], -1)
+
+
+def test_shortened_clip_covers_its_share_of_the_travel_about_the_same_middle():
+    g = torch.Generator().manual_seed(0)
+    clips = [toyvideo.clip_for_prompt(toyvideo.Prompt("red", s, d, v), g)
+             for s in toyvideo.SHAPES for d in toyvideo.DIRECTIONS for v in toyvideo.NAMED_SPEEDS]
+    full = _centroids(toyvideo.render(clips))
+    assert (full[:, -1] - full[:, 0]).norm(dim=-1).min() > 3  # the clips move
+    for u in (0.0, 0.3, 0.7):
+        short = [toyvideo.shortened(c, u) for c in clips]
+        for c, s in zip(clips, short):  # the centre's path in closed form: same middle, u of the travel
+            (dx, dy), speed, half = toyvideo.DIRECTIONS[c.direction], toyvideo.SPEEDS[c.speed], (toyvideo.FRAMES - 1) / 2
+            assert (s.x0 + u * speed * dx * half, s.y0 + u * speed * dy * half) == pytest.approx(
+                (c.x0 + speed * dx * half, c.y0 + speed * dy * half), abs=1e-9)
+            assert s.x0 == pytest.approx(c.x0 + (1 - u) * speed * dx * half) and s.travel_share == u
+        # and as drawn: centroids on that path, within the error of the 1/4-pixel anti-aliasing grid
+        t = torch.arange(toyvideo.FRAMES, dtype=torch.float32).view(1, -1, 1)
+        path = torch.tensor([[s.x0, s.y0] for s in short]).view(-1, 1, 2) + u * torch.tensor(
+            [[toyvideo.SPEEDS[c.speed] * d for d in toyvideo.DIRECTIONS[c.direction]] for c in clips]).view(-1, 1, 2) * t
+        torch.testing.assert_close(_centroids(toyvideo.render(short)), path, atol=0.15, rtol=0)
+        twice = [toyvideo.shortened(toyvideo.shortened(c, 0.5), u) for c in clips]
+        torch.testing.assert_close(toyvideo.render(twice), toyvideo.render(short), atol=1e-6, rtol=0)
+    assert torch.equal(toyvideo.render([toyvideo.shortened(c, 1.0) for c in clips]), toyvideo.render(clips))
+
+
+def test_short_travel_regresses_onto_the_exact_velocity_at_the_shortened_clips():
+    """With `short_travel` p, each exact-target clip draws a coin and a share u after the step's own draws;
+    below p its input is its clip covering u of its travel, noised with its noise, and its target the
+    exact velocity there. Off, nothing more is drawn."""
+    from sgmd import text
+    from sgmd.objectives.common import noised
+
+    prompts, frames, clips = toyvideo.make_batch(10, torch.Generator().manual_seed(0))
+
+    def loss(p):
+        g = torch.Generator().manual_seed(1)
+        out = float(train_teacher.flow_matching_step(_affine_model, frames, prompts, g, 1.0, 0.5, short_travel=p,
+                                                     clips=clips))
+        return out, torch.rand(1, generator=g)
+
+    sigma, x0, eps, used, g = _replay_step_draws(frames, prompts)
+    high = (sigma >= 0.5).nonzero().flatten().tolist()
+    coins, shares = torch.rand(2, len(high), generator=g).tolist()
+    p = 0.6
+    picked = [(i, u) for i, c, u in zip(high, coins, shares) if c < p]
+    moving = [i for i, _ in picked if clips[i].speed != "still"]
+    assert moving and len(picked) < len(high)  # some clips shortened, some not: the choice shows
+    for i, u in picked:
+        x0[i] = train_teacher.codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u)]))[0]
+    x_in = noised(x0, eps, sigma)
+    target = eps - x0
+    target[high] = train_teacher.exact_velocity(x_in[high], sigma[high], [used[i] for i in high])
+    v = _affine_model(x_in, sigma * 1000, text.encode_text(used))
+    got, _ = loss(p)
+    torch.testing.assert_close(got, float((v - target).pow(2).mean()), rtol=1e-4, atol=1e-8)
+    plain, after_plain = loss(0.0)
+    assert abs(got - plain) > 1e-4 * plain  # the states matter
     g_plain = _replay_step_draws(frames, prompts)[-1]
     assert torch.equal(after_plain, torch.rand(1, generator=g_plain))  # off, nothing more is drawn

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the exact-target clips (prompt not empty) whose noisy input is where the model's own "
                         "guided sampler (CFG 3, the evaluator's) takes their noise by their noise level, instead of the "
                         "noised clip; the target stays the exact velocity there (flow_matching_step; 0 = off)")
+    p.add_argument("--short-travel", type=float, default=0.0,
+                   help="share of the exact-target clips whose noisy input is their clip re-rendered covering a uniform "
+                        "random share of its travel (about the same mid-clip centre), noised with the same noise: the "
+                        "state of a sampler drifting toward the still mean; the target stays the exact velocity there "
+                        "(flow_matching_step; 0 = off)")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="compute dtype of the training passes: bf16 = autocast with fp32 master weights, optimizer "
@@ -141,10 +146,10 @@ def training_forward(model, dtype: str = "fp32", compile_: bool = False):
 def train_step(model, forward, opt, g, train_set, args) -> torch.Tensor:
     """One optimizer step of the recipe in `args` (a parsed `build_parser()`): a batch drawn from `g`,
     its flow-matching loss through `forward` (`training_forward`), gradient clip 1, AdamW. The loss."""
-    prompts, frames, _ = toyvideo.make_batch(args.batch_size, g, train_set, args.leave_out_direction)
+    prompts, frames, clips = toyvideo.make_batch(args.batch_size, g, train_set, args.leave_out_direction)
     loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast,
                               args.contrast_swap, args.exact_weight, args.noise_contrast, args.noise_contrast_on,
-                              args.word_contrast_on, args.sampled_states)
+                              args.word_contrast_on, args.sampled_states, args.short_travel, clips)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -198,7 +203,7 @@ def lr_at(step: int, total: int, peak: float) -> float:
 def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIGMA_SHIFT, exact_from: float = 0.0,
                        word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0,
                        noise_contrast: float = 0.0, noise_contrast_on: str = "all", word_contrast_on: str = "all",
-                       sampled_states: float = 0.0):
+                       sampled_states: float = 0.0, short_travel: float = 0.0, clips=None):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -232,6 +237,14 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     takes the clip's noise by the clip's noise level. The exact velocity is the minimiser at any state,
     so the target is the same field; what changes is where it is learned: on the states sampling visits,
     where a wrong early drift (a still "slowly" clip) would otherwise never be corrected. Off, it draws
+    nothing.
+
+    With `short_travel` > 0 (it needs `clips`, the batch's `toyvideo.Clip`s), that share of the
+    exact-target clips (one coin each) takes as input its clip re-rendered covering a share u ~ U(0, 1)
+    of its travel (`toyvideo.shortened`), noised with the same noise. A sampler that drifts toward the
+    still mean visits such states (a "slowly" clip that has chosen its direction but covers a third of
+    its travel, docs/tiny-model.md); the exact velocity there points back to the full travel, and it is
+    the same minimiser, learned on those states too. No model passes: it costs a render. Off, it draws
     nothing."""
     x0 = codec.encode(frames)
     b = x0.shape[0]
@@ -244,6 +257,13 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     target = eps - x0
     high = (sigma >= exact_from).nonzero().flatten().tolist() if exact_from > 0 else []
     if high:
+        if short_travel > 0:
+            coins, shares = torch.rand(2, len(high), generator=g).tolist()
+            picked = [(i, u) for i, c, u in zip(high, coins, shares) if c < short_travel]
+            if picked:
+                idx = [i for i, _ in picked]
+                x0[idx] = codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u) for i, u in picked]))
+                x_in[idx] = noised(x0[idx], eps[idx], sigma[idx])
         if sampled_states > 0:
             coins = torch.rand(len(high), generator=g).tolist()
             clips = [i for c, i in zip(coins, high) if c < sampled_states and used[i]]
@@ -446,6 +466,10 @@ def main(argv=None) -> int:
     if not 0 <= args.sampled_states <= 1 or (args.sampled_states > 0 and args.exact_target_from <= 0):
         raise SGMDError(f"--sampled-states must be in [0, 1] and needs --exact-target-from > 0; got "
                         f"{args.sampled_states:g} with {args.exact_target_from:g}")
+    if not 0 <= args.short_travel <= 1 or (args.short_travel > 0 and (args.exact_target_from <= 0 or args.sampled_states > 0)):
+        raise SGMDError(f"--short-travel must be in [0, 1], needs --exact-target-from > 0 and goes without "
+                        f"--sampled-states; got {args.short_travel:g} with {args.exact_target_from:g} and "
+                        f"{args.sampled_states:g}")
     if args.word_contrast_on != "all" and not args.word_contrast:
         raise SGMDError(f"--word-contrast-on {args.word_contrast_on} needs --word-contrast > 0")
     if args.noise_contrast_on != "all" and not args.noise_contrast:
@@ -520,7 +544,7 @@ def main(argv=None) -> int:
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
             "contrast_swap": args.contrast_swap, "word_contrast_on": args.word_contrast_on,
-            "sampled_states": args.sampled_states, "exact_weight": args.exact_weight,
+            "sampled_states": args.sampled_states, "short_travel": args.short_travel, "exact_weight": args.exact_weight,
             "noise_contrast": args.noise_contrast, "noise_contrast_on": args.noise_contrast_on,
             "dtype": args.dtype, "compile": args.compile,
         }),
