@@ -258,6 +258,8 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     high = (sigma >= exact_from).nonzero().flatten().tolist() if exact_from > 0 else []
     if high:
         if short_travel > 0:
+            if clips is None:
+                raise ValueError("short_travel needs the batch's clips (toyvideo.make_batch's third value)")
             coins, shares = torch.rand(2, len(high), generator=g).tolist()
             picked = [(i, u) for i, c, u in zip(high, coins, shares) if c < short_travel]
             if picked:
@@ -266,9 +268,9 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
                 x_in[idx] = noised(x0[idx], eps[idx], sigma[idx])
         if sampled_states > 0:
             coins = torch.rand(len(high), generator=g).tolist()
-            clips = [i for c, i in zip(coins, high) if c < sampled_states and used[i]]
-            if clips:
-                x_in[clips] = guided_state(model, eps[clips], sigma[clips], ctx[clips])
+            rolled = [i for c, i in zip(coins, high) if c < sampled_states and used[i]]
+            if rolled:
+                x_in[rolled] = guided_state(model, eps[rolled], sigma[rolled], ctx[rolled])
         x_s = x_in[high]
         target[high] = exact_velocity(x_s, sigma[high], [used[i] for i in high])
     pairs = []
