@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from sgmd import codec, text, toy_posterior, toyvideo  # noqa: E402
+from sgmd import codec, metrics, text, toy_posterior, toyvideo  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_for_seeds  # noqa: E402
 from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity, denoised, model_velocity, sample_teacher  # noqa: E402
 from sgmd.schedules import teacher_sigmas  # noqa: E402
@@ -31,12 +31,9 @@ from training.evaluate import eval_prompt_set  # noqa: E402
 
 
 def travel(x0: torch.Tensor) -> torch.Tensor:
-    """Distance (px) the mass centre of the decoded clip moves from the first frame to the last, `[B]`.
-    Mass, not a mask, so a blurred x0 estimate counts as the mean of the clips it mixes."""
-    m = codec.decode(x0.float()).clamp(0, 1).sum(-1)  # [B, T, H, W]
-    grid = torch.arange(m.shape[-1], dtype=torch.float32) + 0.5
-    tot = m.sum((2, 3)).clamp_min(1e-6)
-    centre = torch.stack([(m.sum(2) * grid).sum(-1) / tot, (m.sum(3) * grid).sum(-1) / tot], -1)  # [B, T, 2]
+    """Distance (px) the mass centre of the decoded clip moves from the first frame to the last, `[B]`
+    (`metrics.mass_centres`: a blurred x0 estimate counts as the mean of the clips it mixes)."""
+    centre = metrics.mass_centres(codec.decode(x0.float()).clamp(0, 1))  # [B, T, 2]
     return (centre[:, -1] - centre[:, 0]).norm(dim=-1)
 
 
@@ -75,12 +72,12 @@ def main(argv=None) -> int:
     prompts, seeds = eval_prompt_set()
     keep = [i for i, q in enumerate(prompts) if toyvideo.Prompt.parse(q).speed]
     prompts, seeds = [prompts[i] for i in keep], [seeds[i] for i in keep]
+    parsed = [toyvideo.Prompt.parse(q) for q in prompts]
     cond, uncond = text.encode_text(prompts), text.encode_text([""] * len(prompts))
     model_cond = model_velocity(model, cond)
     rows = drift(lambda x, s: denoised(x, s, model_cond(x, s)), cfg_velocity(model, cond, uncond, args.cfg),
                  noise_for_seeds(seeds, CLIP_LATENT_SHAPE), prompts, teacher_sigmas(args.steps, args.shift),
                  [float(s) for s in args.sigmas.split(",")])
-    parsed = [toyvideo.Prompt.parse(q) for q in prompts]
     groups = [(f'"{w}", {"a direction" if named else "no direction"}',
                [i for i, q in enumerate(parsed) if q.speed == w and bool(q.direction) == named])
               for w in toyvideo.NAMED_SPEEDS for named in (True, False)]

@@ -244,6 +244,15 @@ def fit_line(t, x) -> tuple[float, float]:
     return float(xm - v * tm), v
 
 
+def mass_centres(frames: torch.Tensor) -> torch.Tensor:
+    """Per-frame centre of mass `[N, T, 2]` (x, y, pixel centres at +0.5) of RGB clips `[N, T, H, W, 3]`
+    in [0, 1]. Mass, not a mask: a blurred estimate counts as the mean of the clips it mixes."""
+    m = frames.sum(-1)
+    grid = torch.arange(m.shape[-1], dtype=torch.float32) + 0.5
+    tot = m.sum((2, 3)).clamp_min(1e-6)
+    return torch.stack([(m.sum(2) * grid).sum(-1) / tot, (m.sum(3) * grid).sum(-1) / tot], -1)
+
+
 def temporal_consistency(frames: list[FrameTrack]) -> float:
     areas = np.array([f.mass if f.status != "empty" else 0.0 for f in frames])
     cols = np.array([f.colour if f.status != "empty" else (0.0, 0.0, 0.0) for f in frames])

@@ -12,6 +12,7 @@ import train_teacher  # noqa: E402
 
 from sgmd import toyvideo  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
+from sgmd.metrics import mass_centres  # noqa: E402
 from sgmd.weights import load_wan, read_safetensors  # noqa: E402
 
 
@@ -570,19 +571,11 @@ def test_sampled_states_regress_onto_the_exact_velocity_where_the_guided_sampler
     _assert_exact_loss_at(loss, p, x_in, x0, eps, sigma, used, high, frames, prompts)
 
 
-def _centroids(frames):
-    """Per-frame centre of mass `[N, T, 2]` (x, y) of rendered clips."""
-    m = frames.sum(-1)
-    grid = torch.arange(m.shape[-1], dtype=torch.float32) + 0.5
-    tot = m.sum((2, 3))
-    return torch.stack([(m.sum(2) * grid).sum(-1) / tot, (m.sum(3) * grid).sum(-1) / tot], -1)
-
-
 def test_shortened_clip_covers_its_share_of_the_travel_about_the_same_middle():
     g = torch.Generator().manual_seed(0)
     clips = [toyvideo.clip_for_prompt(toyvideo.Prompt("red", s, d, v), g)
              for s in toyvideo.SHAPES for d in toyvideo.DIRECTIONS for v in toyvideo.NAMED_SPEEDS]
-    full = _centroids(toyvideo.render(clips))
+    full = mass_centres(toyvideo.render(clips))
     assert (full[:, -1] - full[:, 0]).norm(dim=-1).min() > 3  # the clips move
     for u in (0.0, 0.3, 0.7):
         short = [toyvideo.shortened(c, u) for c in clips]
@@ -595,7 +588,7 @@ def test_shortened_clip_covers_its_share_of_the_travel_about_the_same_middle():
         t = torch.arange(toyvideo.FRAMES, dtype=torch.float32).view(1, -1, 1)
         path = torch.tensor([[s.x0, s.y0] for s in short]).view(-1, 1, 2) + u * torch.tensor(
             [[toyvideo.SPEEDS[c.speed] * d for d in toyvideo.DIRECTIONS[c.direction]] for c in clips]).view(-1, 1, 2) * t
-        torch.testing.assert_close(_centroids(toyvideo.render(short)), path, atol=0.15, rtol=0)
+        torch.testing.assert_close(mass_centres(toyvideo.render(short)), path, atol=0.15, rtol=0)
         twice = [toyvideo.shortened(toyvideo.shortened(c, 0.5), u) for c in clips]
         torch.testing.assert_close(toyvideo.render(twice), toyvideo.render(short), atol=1e-6, rtol=0)
     assert torch.equal(toyvideo.render([toyvideo.shortened(c, 1.0) for c in clips]), toyvideo.render(clips))
