@@ -164,6 +164,9 @@ BAD_OPTIONS = [
     (["--short-travel", "0.5", "--exact-target-from", "0"], "--short-travel"),
     (["--short-travel", "1.5"], "--short-travel"),
     (["--short-travel", "0.5", "--sampled-states", "0.5"], "--short-travel"),
+    (["--short-travel-from", "0.5"], "--short-travel-from"),
+    (["--short-travel", "0.5", "--short-travel-from", "0.95"], "--short-travel-from"),
+    (["--short-travel", "0.5", "--short-travel-from", "-0.1"], "--short-travel-from"),
 ]
 
 
@@ -594,10 +597,12 @@ def test_shortened_clip_covers_its_share_of_the_travel_about_the_same_middle():
     assert torch.equal(toyvideo.render([toyvideo.shortened(c, 1.0) for c in clips]), toyvideo.render(clips))
 
 
-def test_short_travel_regresses_onto_the_exact_velocity_at_the_shortened_clips():
-    """With `short_travel` p, each exact-target clip draws a coin and a share u after the step's own draws;
-    below p its input is its clip covering u of its travel, noised with its noise, and its target the
-    exact velocity there. Off, nothing more is drawn."""
+@pytest.mark.parametrize("short_from", [0.0, 0.3])
+def test_short_travel_regresses_onto_the_exact_velocity_at_the_shortened_clips(short_from):
+    """With `short_travel` p, each clip at sigma >= `short_from` (0: the exact-target clips) draws a coin
+    and a share u after the step's own draws; below p its input is its clip covering u of its travel,
+    noised with its noise, and its target the exact velocity there, also below the exact-target level.
+    Off, nothing more is drawn."""
     from sgmd.objectives.common import noised
 
     prompts, frames, clips = toyvideo.make_batch(10, torch.Generator().manual_seed(0))
@@ -605,18 +610,22 @@ def test_short_travel_regresses_onto_the_exact_velocity_at_the_shortened_clips()
     def loss(p):
         g = torch.Generator().manual_seed(1)
         out = float(train_teacher.flow_matching_step(_affine_model, frames, prompts, g, 1.0, 0.5, short_travel=p,
-                                                     clips=clips))
+                                                     clips=clips, short_travel_from=short_from))
         return out, torch.rand(1, generator=g)
 
     sigma, x0, eps, used, g = _replay_step_draws(frames, prompts)
     high = (sigma >= 0.5).nonzero().flatten().tolist()
-    coins, shares = torch.rand(2, len(high), generator=g).tolist()
+    pool = (sigma >= short_from).nonzero().flatten().tolist() if short_from else high
+    coins, shares = torch.rand(2, len(pool), generator=g).tolist()
     p = 0.6
-    picked = [(i, u) for i, c, u in zip(high, coins, shares) if c < p]
+    picked = [(i, u) for i, c, u in zip(pool, coins, shares) if c < p]
     moving = [i for i, _ in picked if clips[i].speed != "still"]
-    assert moving and len(picked) < len(high)  # some clips shortened, some not: the choice shows
+    assert moving and len(picked) < len(pool)  # some clips shortened, some not: the choice shows
+    below = [i for i, _ in picked if sigma[i] < 0.5]
+    assert bool(below) == bool(short_from)  # with a lower bound, some shortened clips sit under the exact level
     for i, u in picked:
         x0[i] = train_teacher.codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u)]))[0]
     x_in = noised(x0, eps, sigma)
     # a shortened clip differs from its own on a few pixels only: the loss moves less than for rollouts
-    _assert_exact_loss_at(loss, p, x_in, x0, eps, sigma, used, high, frames, prompts, change=1e-4)
+    _assert_exact_loss_at(loss, p, x_in, x0, eps, sigma, used, sorted(set(high) | set(below)), frames, prompts,
+                          change=1e-4)
