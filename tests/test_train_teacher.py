@@ -483,8 +483,71 @@ def test_compiled_training_forward_matches_eager_values_and_gradients():
 def test_compute_options_reach_the_file_and_compile_may_change_on_resume(tmp_path):
     _run(tmp_path, "c", "--steps", "1", "--dtype", "bf16", "--checkpoint-every", "1")
     out = _run(tmp_path, "c", "--steps", "2", "--dtype", "bf16", "--compile")
-    recipe = json.loads(read_safetensors(out)[1]["sgmd_teacher"])
+    tensors, meta = read_safetensors(out)
+    recipe = json.loads(meta["sgmd_teacher"])
     assert recipe["steps"] == 2 and recipe["dtype"] == "bf16" and recipe["compile"] is True
+    assert all(v.isfinite().all() for v in tensors.values())  # bf16 compiled backward: NaN on a Xeon with AMX
+
+
+def _one_step(forward_of):
+    """One `train_step` of a fresh tiny teacher (batch 2) whose forward is `forward_of(model)`:
+    (model before, model after, loss, taken, optimizer)."""
+    torch.manual_seed(0)
+    model = train_teacher.WanModel(train_teacher.WanConfig(dim=128, ffn_dim=128, num_layers=1))
+    torch.nn.init.normal_(model.head.head.weight, std=0.05)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    args = train_teacher.build_parser().parse_args(["--batch-size", "2"])
+    loss, taken = train_teacher.train_step(model, forward_of(model), opt, torch.Generator().manual_seed(0),
+                                           set(toyvideo.training_prompts()), args)
+    return before, model.state_dict(), loss, taken, opt
+
+
+def _nan_compile(fn):
+    return lambda *a: fn(*a) * float("nan")  # a compiler that miscompiles: every output NaN
+
+
+def test_a_compiled_pass_with_non_finite_gradients_is_demoted_and_the_same_batch_retaken(monkeypatch, capsys):
+    import torch._inductor.config as inductor_config
+    monkeypatch.setattr(inductor_config.cpp, "simdlen", None)  # restored after: demoting sets it process-wide
+    _, eager, eager_loss, taken, _ = _one_step(lambda m: train_teacher.training_forward(m))
+    assert taken
+    monkeypatch.setattr(train_teacher.torch, "compile", _nan_compile)
+    forwards = []
+    _, got, loss, taken, _ = _one_step(lambda m: forwards.append(train_teacher.training_forward(m, compile_=True))
+                                       or forwards[0])
+    assert taken and forwards[0].current is forwards[0].eager
+    err = capsys.readouterr().err
+    assert "non-finite loss or gradient (loss nan" in err and "recompiling with 256-bit CPU vectors" in err
+    assert "; training uncompiled" in err
+    assert inductor_config.cpp.simdlen == train_teacher.NARROW_SIMD_BITS
+    assert loss.item() == eager_loss.item()  # the batch redrawn at each stage is the same batch
+    for k in eager:
+        torch.testing.assert_close(got[k], eager[k], rtol=0, atol=0, msg=k)
+
+
+def test_a_non_finite_uncompiled_step_is_skipped_and_changes_nothing():
+    before, after, loss, taken, opt = _one_step(lambda m: _nan_compile(train_teacher.training_forward(m)))
+    assert not taken and loss.isnan()
+    assert not opt.state  # AdamW never stepped
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+
+
+def test_a_run_that_keeps_diverging_stops_with_one_line_and_a_finite_checkpoint(tmp_path, monkeypatch):
+    _run(tmp_path, "d", "--steps", "1", "--checkpoint-every", "1")
+    ckpt = tmp_path / "d.ckpt.safetensors"
+    good = {k: v for k, v in read_safetensors(str(ckpt))[0].items() if k.startswith("model.")}
+    monkeypatch.setattr(train_teacher, "training_forward", lambda model, *a: _nan_compile(model))
+    n = train_teacher.MAX_NONFINITE + 1
+    with pytest.raises(SGMDError, match=rf"training diverged: {n} consecutive non-finite steps up to step {n + 1}; "
+                                        rf".*\(step {n}\) is kept") as e:
+        _run(tmp_path, "d", "--steps", "50", "--checkpoint-every", "1")
+    assert "\n" not in str(e.value)
+    tensors, meta = read_safetensors(str(ckpt))
+    assert int(meta["step"]) == n  # written through the skipped steps, not at the one that stops the run
+    for k, v in good.items():  # the skipped steps left the weights where step 1 put them
+        torch.testing.assert_close(tensors[k], v, rtol=0, atol=0, msg=k)
 
 
 def test_compile_failure_falls_back_to_the_uncompiled_forward(monkeypatch, capsys):

@@ -116,49 +116,94 @@ def build_parser() -> argparse.ArgumentParser:
                         "bench/teacher_step.py)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training passes (about 40 s to compile on CPU; where compiling fails, e.g. "
-                        "without a C++ compiler, it warns and trains uncompiled)")
+                        "without a C++ compiler, it warns and trains uncompiled; where a compiled step's gradient is not "
+                        "finite, it recompiles with 256-bit CPU vectors, then trains uncompiled: CompiledForward)")
     return p
+
+
+NARROW_SIMD_BITS = 256  # inductor's CPU vector width for the second compile (see CompiledForward)
+MAX_NONFINITE = 5  # consecutive skipped steps (non-finite loss or gradient) before a run stops, as training/loop.py
 
 
 def training_forward(model, dtype: str = "fp32", compile_: bool = False):
     """The model as the training step calls it, `f(x, t, context) -> fp32 velocity`: under autocast when
-    `dtype` is bf16/fp16 and compiled with `compile_`. Probes, EMA and export keep using `model` itself."""
+    `dtype` is bf16/fp16 and compiled with `compile_` (a `CompiledForward`). Probes, EMA and export keep
+    using `model` itself."""
     cast = AUTOCAST[dtype]
 
     def forward(x, t, context):
         with autocast(x.device.type, cast):
             return model(x, t, context).float()
 
-    if not compile_:
-        return forward
-    current = [torch.compile(forward)]
+    return CompiledForward(forward) if compile_ else forward
 
-    def compiled(x, t, context):
+
+class CompiledForward:
+    """`forward` under `torch.compile`, with two ways down to the same math, each announced once on
+    stderr: where compiling raises (e.g. no C++ compiler) it runs uncompiled; and `demote()`, which
+    `train_step` calls when a compiled step's loss or gradient is not finite, recompiles with inductor's
+    CPU vectors at 256 bits and then, called again, runs uncompiled. On a Xeon with AMX (2026-12-05,
+    torch 2.13) the compiled bf16 backward at the default 512 bits gave NaN gradients for the patch
+    embedding on every step, where 256 bits and eager gave finite ones. The vector width is inductor's
+    process-wide setting: the backward graph is compiled lazily, outside any call here."""
+
+    def __init__(self, forward):
+        self.eager = forward
+        self.stage = 0
+        self.current = torch.compile(forward)
+
+    def __call__(self, x, t, context):
         try:
-            return current[0](x, t, context)
+            return self.current(x, t, context)
         except Exception as e:  # compiling failed (e.g. no C++ compiler here): train uncompiled, same math
-            if current[0] is forward:
+            if self.current is self.eager:
                 raise
-            print(f"warning: torch.compile failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); "
-                  "training uncompiled", file=sys.stderr, flush=True)
-            current[0] = forward
-            return forward(x, t, context)
+            self._down(f"torch.compile failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})", eager=True)
+            return self.eager(x, t, context)
 
-    return compiled
+    def demote(self, why: str) -> bool:
+        """One stage down (256-bit vectors, then uncompiled); False when already uncompiled."""
+        if self.current is self.eager:
+            return False
+        self._down(why, eager=self.stage >= 1)
+        return True
+
+    def _down(self, why: str, eager: bool) -> None:
+        if eager:
+            self.current, self.stage = self.eager, 2
+            print(f"warning: {why}; training uncompiled", file=sys.stderr, flush=True)
+            return
+        import torch._inductor.config as inductor_config
+        inductor_config.cpp.simdlen = NARROW_SIMD_BITS
+        # a new function object: dynamo caches the first compile by code object, and would reuse it
+        self.current, self.stage = torch.compile(lambda x, t, context: self.eager(x, t, context)), 1
+        print(f"warning: {why}; recompiling with {NARROW_SIMD_BITS}-bit CPU vectors", file=sys.stderr, flush=True)
 
 
-def train_step(model, forward, opt, g, train_set, args) -> torch.Tensor:
+def train_step(model, forward, opt, g, train_set, args) -> tuple[torch.Tensor, bool]:
     """One optimizer step of the recipe in `args` (a parsed `build_parser()`): a batch drawn from `g`,
-    its flow-matching loss through `forward` (`training_forward`), gradient clip 1, AdamW. The loss."""
-    prompts, frames, clips = toyvideo.make_batch(args.batch_size, g, train_set, args.leave_out_direction)
-    loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from, args.word_contrast,
-                              args.contrast_swap, args.exact_weight, args.noise_contrast, args.noise_contrast_on,
-                              args.word_contrast_on, args.sampled_states, args.short_travel, clips, args.short_travel_from)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    return loss
+    its flow-matching loss through `forward` (`training_forward`), gradient clip 1, AdamW. Returns the
+    loss and whether the step was taken: a non-finite loss or gradient skips it, after a compiled
+    `forward` has been demoted as far as it goes and the same batch redrawn at each stage."""
+    state = g.get_state()
+    while True:
+        prompts, frames, clips = toyvideo.make_batch(args.batch_size, g, train_set, args.leave_out_direction)
+        loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from,
+                                  args.word_contrast, args.contrast_swap, args.exact_weight, args.noise_contrast,
+                                  args.noise_contrast_on, args.word_contrast_on, args.sampled_states, args.short_travel,
+                                  clips, args.short_travel_from)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if torch.isfinite(loss) and torch.isfinite(norm):
+            opt.step()
+            return loss, True
+        demote = getattr(forward, "demote", None)
+        if demote is None or not demote(f"the compiled training pass gave a non-finite loss or gradient "
+                                        f"(loss {loss.item():.4g}, gradient norm {norm.item():.4g})"):
+            opt.zero_grad(set_to_none=True)
+            return loss, False
+        g.set_state(state)
 
 
 def is_text_path(name: str) -> bool:
@@ -521,12 +566,20 @@ def main(argv=None) -> int:
         step = int(meta["step"])
         print(f"resumed from {ckpt} at step {step}", flush=True)
     forward = training_forward(model, args.dtype, args.compile)
-    t0, losses = time.time(), []
+    t0, losses, streak = time.time(), [], 0
     while step < args.steps:
         for group in opt.param_groups:
             group["lr"] = cycled_lr(step, cycles, args.lr) * group.get("lr_scale", 1.0)  # absent in older checkpoints
-        loss = train_step(model, forward, opt, g, train_set, args)
+        loss, taken = train_step(model, forward, opt, g, train_set, args)
         step += 1
+        streak = 0 if taken else streak + 1
+        if streak:
+            print(f"warning: non-finite loss or gradient at step {step} (loss {loss.item():.4g}); step skipped "
+                  f"({streak} in a row, stop after {MAX_NONFINITE})", file=sys.stderr, flush=True)
+        if streak > MAX_NONFINITE:
+            last = f"step {read_safetensors(ckpt)[1]['step']}" if os.path.exists(ckpt) else "none written yet"
+            raise SGMDError(f"training diverged: {streak} consecutive non-finite steps up to step {step}; the "
+                            f"checkpoint {ckpt} ({last}) is kept; lower --lr or use --dtype fp32 and start over")
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for k, v in model.state_dict().items():
