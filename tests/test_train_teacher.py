@@ -541,7 +541,7 @@ def test_a_run_that_keeps_diverging_stops_with_one_line_and_a_finite_checkpoint(
     monkeypatch.setattr(train_teacher, "training_forward", lambda model, *a: _nan_compile(model))
     n = train_teacher.MAX_NONFINITE + 1
     with pytest.raises(SGMDError, match=rf"training diverged: {n} consecutive non-finite steps up to step {n + 1}; "
-                                        rf".*\(step {n}\) is kept") as e:
+                                        rf"last good checkpoint: .*d\.ckpt\.safetensors \(step {n}\); lower --lr") as e:
         _run(tmp_path, "d", "--steps", "50", "--checkpoint-every", "1")
     assert "\n" not in str(e.value)
     tensors, meta = read_safetensors(str(ckpt))

@@ -150,19 +150,27 @@ def _count_nonfinite(run, gen: PhaseResult, fakes: list[PhaseResult]) -> None:
     run even when the fake score's steps are fine)."""
     state, cfg = run.state, run.cfg
     for role, result in [("generator", gen)] + [("fake", f) for f in fakes]:
-        if not result.skipped:
-            state.nonfinite_streak[role] = 0
-            continue
-        state.nonfinite_streak[role] += 1
-        streak = state.nonfinite_streak[role]
-        warn(f"non-finite {role} loss or gradient at iteration {state.step} (loss {result.loss:.4g}); step skipped "
-             f"({streak} in a row, stop after {cfg.max_nonfinite})")
-        if streak > cfg.max_nonfinite:
-            found = list_checkpoints(cfg.out)
-            last = found[0][1] if found else "none written yet"
-            raise SGMDError(f"training diverged: {streak} consecutive non-finite {role} steps up to iteration "
-                            f"{state.step}; last good checkpoint: {last}; lower --lr-generator / --lr-fake (or use "
-                            f"--dtype fp32) and --resume")
+        state.nonfinite_streak[role] = skip_streak(
+            state.nonfinite_streak[role], result.skipped, f"{role} ", f"iteration {state.step}", result.loss,
+            cfg.max_nonfinite, lambda: found[0][1] if (found := list_checkpoints(cfg.out)) else "none written yet",
+            "lower --lr-generator / --lr-fake (or use --dtype fp32) and --resume")
+
+
+def skip_streak(streak: int, skipped: bool, what: str, at: str, loss: float, limit: int, last_checkpoint,
+                advice: str) -> int:
+    """The rule of every trainer here for steps not taken because a loss or gradient was not finite:
+    the new count of them in a row (0 after a step taken), a warning for each, and a one-line
+    `SGMDError` once more than `limit` come in a row. `what` prefixes "steps" ("generator ", or "");
+    `last_checkpoint()` names the checkpoint left as it was, asked only then."""
+    if not skipped:
+        return 0
+    streak += 1
+    warn(f"non-finite {what}loss or gradient at {at} (loss {loss:.4g}); step skipped ({streak} in a row, stop "
+         f"after {limit})")
+    if streak > limit:
+        raise SGMDError(f"training diverged: {streak} consecutive non-finite {what}steps up to {at}; last good "
+                        f"checkpoint: {last_checkpoint()}; {advice}")
+    return streak
 
 
 def _record(run, gen: PhaseResult, fakes: list[PhaseResult], window: list[float]) -> dict:

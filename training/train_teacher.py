@@ -28,6 +28,7 @@ from sgmd.schedules import sigma_to_timestep, warp  # noqa: E402
 from sgmd.wan import WanConfig, WanModel  # noqa: E402
 from sgmd.weights import read_safetensors, write_safetensors  # noqa: E402
 from training.checkpoint import flatten_optimizer, unflatten_optimizer  # noqa: E402
+from training.loop import skip_streak  # noqa: E402
 from training.roles import AUTOCAST, autocast  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 NARROW_SIMD_BITS = 256  # inductor's CPU vector width for the second compile (see CompiledForward)
-MAX_NONFINITE = 5  # consecutive skipped steps (non-finite loss or gradient) before a run stops, as training/loop.py
+MAX_NONFINITE = 5  # skipped steps in a row (non-finite loss or gradient) before a run stops (loop.skip_streak)
 
 
 def training_forward(model, dtype: str = "fp32", compile_: bool = False):
@@ -572,14 +573,9 @@ def main(argv=None) -> int:
             group["lr"] = cycled_lr(step, cycles, args.lr) * group.get("lr_scale", 1.0)  # absent in older checkpoints
         loss, taken = train_step(model, forward, opt, g, train_set, args)
         step += 1
-        streak = 0 if taken else streak + 1
-        if streak:
-            print(f"warning: non-finite loss or gradient at step {step} (loss {loss.item():.4g}); step skipped "
-                  f"({streak} in a row, stop after {MAX_NONFINITE})", file=sys.stderr, flush=True)
-        if streak > MAX_NONFINITE:
-            last = f"step {read_safetensors(ckpt)[1]['step']}" if os.path.exists(ckpt) else "none written yet"
-            raise SGMDError(f"training diverged: {streak} consecutive non-finite steps up to step {step}; the "
-                            f"checkpoint {ckpt} ({last}) is kept; lower --lr or use --dtype fp32 and start over")
+        streak = skip_streak(streak, not taken, "", f"step {step}", loss.item(), MAX_NONFINITE,
+                             lambda: f"{ckpt} (step {read_safetensors(ckpt)[1]['step']})" if os.path.exists(ckpt)
+                             else "none written yet", "lower --lr or use --dtype fp32 and start over")
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for k, v in model.state_dict().items():
