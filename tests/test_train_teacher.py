@@ -167,6 +167,8 @@ BAD_OPTIONS = [
     (["--short-travel-from", "0.5"], "--short-travel-from"),
     (["--short-travel", "0.5", "--short-travel-from", "0.95"], "--short-travel-from"),
     (["--short-travel", "0.5", "--short-travel-from", "-0.1"], "--short-travel-from"),
+    (["--short-contrast", "1"], "--short-contrast"),
+    (["--short-travel", "0.5", "--short-contrast", "-1"], "--short-contrast"),
 ]
 
 
@@ -692,3 +694,43 @@ def test_short_travel_regresses_onto_the_exact_velocity_at_the_shortened_clips(s
     # a shortened clip differs from its own on a few pixels only: the loss moves less than for rollouts
     _assert_exact_loss_at(loss, p, x_in, x0, eps, sigma, used, sorted(set(high) | set(below)), frames, prompts,
                           change=1e-4)
+
+
+def test_short_contrast_adds_the_error_of_the_speed_words_effect_on_the_shortened_direction_free_clips():
+    """The exact denoiser scores zero with the term on; a prompt-blind exact denoiser (no word effect)
+    is charged `w` times the mean square of the exact effect of the speed word against its absence,
+    recomputed here on the clips the step shortened (replayed draws) whose prompt names a speed and no
+    direction, at their shortened states; the term draws nothing."""
+    from sgmd.objectives.common import noised
+
+    prompts, frames, clips = toyvideo.make_batch(24, torch.Generator().manual_seed(0))
+    known = prompts + [toyvideo.without(p, "speed") for p in prompts] + [""]
+
+    def loss(model, w, exact_from=0.5):
+        g = torch.Generator().manual_seed(1)
+        out = float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, exact_from, short_travel=0.6,
+                                                     clips=clips, short_contrast=w))
+        return out, torch.rand(1, generator=g)
+
+    assert loss(_ExactModel(known), 3.0, 1e-6)[0] < 1e-8
+
+    class Blind(_ExactModel):
+        def __call__(self, x, t, ctx):
+            return train_teacher.exact_velocity(x, t / 1000, [""] * len(ctx))
+
+    sigma, x0, eps, used, g = _replay_step_draws(frames, prompts)
+    high = (sigma >= 0.5).nonzero().flatten().tolist()
+    coins, shares = torch.rand(2, len(high), generator=g).tolist()
+    picked = [(i, u) for i, c, u in zip(high, coins, shares) if c < 0.6]
+    rows = [(i, u) for i, u in picked if train_teacher.speed_without_direction(used[i])]
+    assert rows and len(rows) < len(picked)  # some shortened clips name a direction (or no speed): skipped
+    idx = [i for i, _ in rows]
+    x_s = noised(train_teacher.codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u) for i, u in rows])),
+                 eps[idx], sigma[idx])
+    effect = (train_teacher.exact_velocity(x_s, sigma[idx], [used[i] for i in idx])
+              - train_teacher.exact_velocity(x_s, sigma[idx], [toyvideo.without(used[i], "speed") for i in idx]))
+    assert float(effect.pow(2).mean()) > 1e-3  # the word matters at these states: the charge shows
+    blind = Blind(known)
+    (with_term, after), (without_term, after_plain) = loss(blind, 2.0), loss(blind, 0.0)
+    torch.testing.assert_close(with_term - without_term, 2.0 * float(effect.pow(2).mean()), rtol=1e-4, atol=1e-8)
+    assert torch.equal(after, after_plain)

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lowest noise level of the --short-travel clips, at most --exact-target-from: the shortened "
                         "clips below --exact-target-from regress onto the exact velocity too (flow_matching_step; "
                         "0 = --exact-target-from)")
+    p.add_argument("--short-contrast", type=float, default=0.0,
+                   help="weight of the speed word's contrast against its absence on the --short-travel clips whose "
+                        "prompt names a speed and no direction, where the two exact means differ most "
+                        "(flow_matching_step; 0 = off)")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="compute dtype of the training passes: bf16 = autocast with fp32 master weights, optimizer "
@@ -192,7 +196,7 @@ def train_step(model, forward, opt, g, train_set, args) -> tuple[torch.Tensor, b
         loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from,
                                   args.word_contrast, args.contrast_swap, args.exact_weight, args.noise_contrast,
                                   args.noise_contrast_on, args.word_contrast_on, args.sampled_states, args.short_travel,
-                                  clips, args.short_travel_from)
+                                  clips, args.short_travel_from, args.short_contrast)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -254,7 +258,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
                        word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0,
                        noise_contrast: float = 0.0, noise_contrast_on: str = "all", word_contrast_on: str = "all",
                        sampled_states: float = 0.0, short_travel: float = 0.0, clips=None,
-                       short_travel_from: float = 0.0):
+                       short_travel_from: float = 0.0, short_contrast: float = 0.0):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -301,7 +305,15 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     velocity too (the others there keep `eps - x0`): a sampler that kept a short travel through the
     high noise levels can still be pulled back lower down, where the model otherwise keeps what its
     state shows. At sigma 0.3-0.7 the exact posterior mean of a data clip keeps its mass centres to
-    0.08 px on average (the bank's 0.2 px grid), so the targets hold that far down."""
+    0.08 px on average (the bank's 0.2 px grid), so the targets hold that far down.
+
+    With `short_contrast` > 0 as well, each shortened clip whose prompt names a speed and no direction
+    is also run with the speed word left out (`toyvideo.without`), and `short_contrast * mean(((v - v')
+    - (v* - v*'))^2)` is added: the error of what the speed word adds there. On data clips the two
+    exact means differ little, and teachers learned "slowly" as a no-op beside its absence; on a clip
+    that covers part of its travel they differ most: "slowly" points on to the full travel, no speed
+    word back to the still clip it may be (docs/tiny-model.md, v23). Its minimiser is the exact
+    velocity too. It draws nothing."""
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -313,6 +325,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     target = eps - x0
     high = (sigma >= exact_from).nonzero().flatten().tolist() if exact_from > 0 else []
     exact = high  # the rows whose target is the exact velocity
+    short = []  # the shortened rows
     if short_travel > 0 and exact_from > 0:
         if clips is None:
             raise ValueError("short_travel needs the batch's clips (toyvideo.make_batch's third value)")
@@ -321,7 +334,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
             coins, shares = torch.rand(2, len(pool), generator=g).tolist()
             picked = [(i, u) for i, c, u in zip(pool, coins, shares) if c < short_travel]
             if picked:
-                idx = [i for i, _ in picked]
+                short = idx = [i for i, _ in picked]
                 x0[idx] = codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u) for i, u in picked]))
                 x_in[idx] = noised(x0[idx], eps[idx], sigma[idx])
                 exact = sorted(set(high) | set(idx))
@@ -345,22 +358,29 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         weight[high] = exact_weight
     rn = [] if noise_contrast <= 0 else high if noise_contrast_on == "all" else [
         i for i in high if not names_direction(used[i])]  # the clips noised a second time
-    if not pairs and not rn:
+    sc = [i for i in short if short_contrast > 0 and speed_without_direction(used[i])]  # rows whose speed word goes
+    if not pairs and not rn and not sc:
         return _weighted_mse(model(x_in, sigma_to_timestep(sigma), ctx), target, weight)
     rows, idx, swapped = (list(z) for z in zip(*pairs)) if pairs else ([], [], [])
     x_sw, sig_sw = x_s[rows], sigma[idx]
     x_rn = noised(x0[rn], torch.randn((len(rn), *x0.shape[1:]), generator=g), sigma[rn]) if rn else x_sw[:0]
     ctx_sw = text.encode_text(swapped) if swapped else ctx[:0]
-    # one pass over the batch and its extra copies: the word-swapped ones, then the re-noised ones
-    v_all = model(torch.cat([x_in, x_sw, x_rn]),
-                  sigma_to_timestep(torch.cat([sigma, sig_sw, sigma[rn]])), torch.cat([ctx, ctx_sw, ctx[rn]]))
-    v, v_sw, v_rn = v_all.split([b, len(rows), len(rn)])
+    unsped = [toyvideo.without(used[i], "speed") for i in sc]
+    ctx_sc = text.encode_text(unsped) if sc else ctx[:0]
+    # one pass over the batch and its extra copies: the word-swapped ones, the re-noised ones, the unsped ones
+    v_all = model(torch.cat([x_in, x_sw, x_rn, x_in[sc]]),
+                  sigma_to_timestep(torch.cat([sigma, sig_sw, sigma[rn], sigma[sc]])),
+                  torch.cat([ctx, ctx_sw, ctx[rn], ctx_sc]))
+    v, v_sw, v_rn, v_sc = v_all.split([b, len(rows), len(rn), len(sc)])
     loss = _weighted_mse(v, target, weight)
     if pairs:
         loss = loss + word_contrast * ((v[idx] - v_sw) - (target[idx] - exact_velocity(x_sw, sig_sw, swapped))).pow(2).mean()
     if rn:
         t_rn = exact_velocity(x_rn, sigma[rn], [used[i] for i in rn])
         loss = loss + noise_contrast * ((v[rn] - v_rn) - (target[rn] - t_rn)).pow(2).mean()
+    if sc:
+        t_sc = exact_velocity(x_in[sc], sigma[sc], unsped)
+        loss = loss + short_contrast * ((v[sc] - v_sc) - (target[sc] - t_sc)).pow(2).mean()
     return loss
 
 
@@ -376,6 +396,12 @@ def guided_state(model, noise, sigma, ctx, scale: float = DEFAULT_GUIDANCE, step
 def names_direction(prompt: str) -> bool:
     """Whether a prompt names a direction (the empty prompt of CFG dropout does not)."""
     return bool(toyvideo.Prompt.parse(prompt).direction)
+
+
+def speed_without_direction(prompt: str) -> bool:
+    """Whether a prompt names a speed and no direction: where teachers stand still (docs/tiny-model.md)."""
+    p = toyvideo.Prompt.parse(prompt)
+    return bool(p.speed) and not p.direction
 
 
 def motion_swap(prompt: str, drop: bool = False) -> str | None:
@@ -535,6 +561,9 @@ def main(argv=None) -> int:
     if args.short_travel_from and not (args.short_travel > 0 and 0 < args.short_travel_from <= args.exact_target_from):
         raise SGMDError(f"--short-travel-from must be in (0, --exact-target-from] and needs --short-travel > 0; got "
                         f"{args.short_travel_from:g} with {args.exact_target_from:g} and {args.short_travel:g}")
+    if args.short_contrast < 0 or (args.short_contrast > 0 and not args.short_travel):
+        raise SGMDError(f"--short-contrast must be >= 0 and needs --short-travel > 0; got {args.short_contrast:g} "
+                        f"with {args.short_travel:g}")
     if args.word_contrast_on != "all" and not args.word_contrast:
         raise SGMDError(f"--word-contrast-on {args.word_contrast_on} needs --word-contrast > 0")
     if args.noise_contrast_on != "all" and not args.noise_contrast:
@@ -613,7 +642,8 @@ def main(argv=None) -> int:
             "exact_target_from": args.exact_target_from, "word_contrast": args.word_contrast,
             "contrast_swap": args.contrast_swap, "word_contrast_on": args.word_contrast_on,
             "sampled_states": args.sampled_states, "short_travel": args.short_travel,
-            "short_travel_from": args.short_travel_from or args.exact_target_from, "exact_weight": args.exact_weight,
+            "short_travel_from": args.short_travel_from or args.exact_target_from,
+            "short_contrast": args.short_contrast, "exact_weight": args.exact_weight,
             "noise_contrast": args.noise_contrast, "noise_contrast_on": args.noise_contrast_on,
             "dtype": args.dtype, "compile": args.compile,
         }),
