@@ -37,13 +37,13 @@ def gap(model, word: str, n: int, shares: list[float], sigmas: list[float], g: t
     prompts, _, clips = toyvideo.make_batch(n, g, pool)
     unsped = [toyvideo.without(p, "speed") for p in prompts]
     with_word, without = model_velocity(model, text.encode_text(prompts)), model_velocity(model, text.encode_text(unsped))
+    mean = lambda t: float(travel(t).mean())  # noqa: E731
     rows = []
     for u in shares:
         x0 = codec.encode(toyvideo.render([toyvideo.shortened(c, u) for c in clips]))
         for s in sigmas:
             sig = torch.full((n,), s)
             x = noised(x0, torch.randn(x0.shape, generator=g), sig)
-            mean = lambda t: float(travel(t).mean())  # noqa: E731
             rows.append((u, s, mean(denoised(x, sig, with_word(x, sig))), mean(toy_posterior.posterior_mean(x, sig, prompts)),
                          mean(denoised(x, sig, without(x, sig))), mean(toy_posterior.posterior_mean(x, sig, unsped))))
     return rows

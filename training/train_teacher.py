@@ -334,10 +334,10 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
             coins, shares = torch.rand(2, len(pool), generator=g).tolist()
             picked = [(i, u) for i, c, u in zip(pool, coins, shares) if c < short_travel]
             if picked:
-                short = idx = [i for i, _ in picked]
-                x0[idx] = codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u) for i, u in picked]))
-                x_in[idx] = noised(x0[idx], eps[idx], sigma[idx])
-                exact = sorted(set(high) | set(idx))
+                short = [i for i, _ in picked]
+                x0[short] = codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u) for i, u in picked]))
+                x_in[short] = noised(x0[short], eps[short], sigma[short])
+                exact = sorted(set(high) | set(short))
     if high and sampled_states > 0:
         coins = torch.rand(len(high), generator=g).tolist()
         rolled = [i for c, i in zip(coins, high) if c < sampled_states and used[i]]
@@ -358,7 +358,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         weight[high] = exact_weight
     rn = [] if noise_contrast <= 0 else high if noise_contrast_on == "all" else [
         i for i in high if not names_direction(used[i])]  # the clips noised a second time
-    sc = [i for i in short if short_contrast > 0 and speed_without_direction(used[i])]  # rows whose speed word goes
+    sc = [i for i in short if speed_without_direction(used[i])] if short_contrast > 0 else []  # rows whose speed word goes
     if not pairs and not rn and not sc:
         return _weighted_mse(model(x_in, sigma_to_timestep(sigma), ctx), target, weight)
     rows, idx, swapped = (list(z) for z in zip(*pairs)) if pairs else ([], [], [])
