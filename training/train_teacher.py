@@ -374,13 +374,13 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     v, v_sw, v_rn, v_sc = v_all.split([b, len(rows), len(rn), len(sc)])
     loss = _weighted_mse(v, target, weight)
     if pairs:
-        loss = loss + word_contrast * ((v[idx] - v_sw) - (target[idx] - exact_velocity(x_sw, sig_sw, swapped))).pow(2).mean()
+        loss = loss + word_contrast * _weighted_mse(v[idx] - v_sw, target[idx] - exact_velocity(x_sw, sig_sw, swapped))
     if rn:
         t_rn = exact_velocity(x_rn, sigma[rn], [used[i] for i in rn])
-        loss = loss + noise_contrast * ((v[rn] - v_rn) - (target[rn] - t_rn)).pow(2).mean()
+        loss = loss + noise_contrast * _weighted_mse(v[rn] - v_rn, target[rn] - t_rn)
     if sc:
         t_sc = exact_velocity(x_in[sc], sigma[sc], unsped)
-        loss = loss + short_contrast * ((v[sc] - v_sc) - (target[sc] - t_sc)).pow(2).mean()
+        loss = loss + short_contrast * _weighted_mse(v[sc] - v_sc, target[sc] - t_sc)
     return loss
 
 
