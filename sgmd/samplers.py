@@ -29,18 +29,56 @@ def cfg_combine(v_c: torch.Tensor, v_u: torch.Tensor, scale: float) -> torch.Ten
     return v_u + scale * (v_c - v_u)
 
 
-def cfg_velocity(model, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> Velocity:
-    """Standard-form CFG `v_u + w (v_c - v_u)`: w = 1 is the plain conditional model (one pass);
-    otherwise one batched pass over [cond; uncond]."""
-    if scale == 1.0 or uncond is None:
+def still_state(x: torch.Tensor, sigma: torch.Tensor, fixed: torch.Tensor | None = None) -> torch.Tensor:
+    """The state `x` `[B, C, F, H, W]` with its frames averaged: the same noisy clip standing still.
+    `fixed` `[C, F, H, W]` is a pattern every clean latent carries frame by frame (the toy codec's
+    position code); it is taken out before averaging and put back scaled by `1 - sigma`, as noising
+    scales it, so the still state still says which frame is which."""
+    if fixed is None:
+        return x.mean(2, keepdim=True).expand_as(x)
+    f = fixed.to(x) * (1 - _b(sigma, x))
+    return (x - f).mean(2, keepdim=True).expand_as(x) + f
+
+
+def guided(call, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
+           scale: float, motion: float = 0.0, fixed: torch.Tensor | None = None) -> torch.Tensor:
+    """The teacher's guided velocity, in one batched call of `call(x, sigma, context)`:
+    `v_u + w (v_c - v_u) + m (v_c - v_c(still_state(x)))`. The second term is *motion guidance*:
+    it pushes away from what the model predicts for the same state with its frames averaged, so a
+    clip commits to the motion its state has begun to show. w = 1 drops the uncond pass, m = 0 the
+    still pass; both: one plain conditional pass."""
+    use_uncond = scale != 1.0 and uncond is not None
+    xs, ctx = [x], [cond]
+    if use_uncond:
+        xs, ctx = xs + [x], ctx + [uncond]
+    if motion:
+        xs, ctx = xs + [still_state(x, sigma, fixed)], ctx + [cond]
+    out = call(torch.cat(xs), sigma.repeat(len(xs)), torch.cat(ctx)).chunk(len(xs))
+    v_c = out[0]
+    v = cfg_combine(v_c, out[1], scale) if use_uncond else v_c
+    return v + motion * (v_c - out[-1]) if motion else v
+
+
+def motion_guided_denoised(x: torch.Tensor, x0_guided: torch.Tensor, x0_cond: torch.Tensor, x_still: torch.Tensor,
+                           x0_still: torch.Tensor, motion: float) -> torch.Tensor:
+    """Motion guidance in the denoised domain, as samplers that work on x0 (ComfyUI's post-CFG hooks) see
+    it: with x0 = x - s v, `+ m (v_c - v_still)` becomes `+ m ((x0_c - x) - (x0_still - x_still))`."""
+    return x0_guided + motion * ((x0_cond - x) - (x0_still - x_still))
+
+
+def guided_passes(scale: float, motion: float = 0.0, has_uncond: bool = True) -> int:
+    """Cost of one `guided` call in batch-B forward passes."""
+    return 1 + (scale != 1.0 and has_uncond) + bool(motion)
+
+
+def cfg_velocity(model, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float, motion: float = 0.0,
+                 fixed: torch.Tensor | None = None) -> Velocity:
+    """`guided` with a Wan model: standard-form CFG `v_u + w (v_c - v_u)` plus motion guidance `m`
+    (`fixed`: see `still_state`). w = 1 and m = 0 is the plain conditional model (one pass)."""
+    if (scale == 1.0 or uncond is None) and not motion:
         return model_velocity(model, cond)
-
-    def v(x, sigma):
-        out = model(torch.cat([x, x]), sigma_to_timestep(torch.cat([sigma, sigma])), torch.cat([cond, uncond]))
-        v_c, v_u = out.chunk(2)
-        return cfg_combine(v_c, v_u, scale)
-
-    return v
+    call = lambda x, s, c: model(x, sigma_to_timestep(s), c)  # noqa: E731
+    return lambda x, sigma: guided(call, x, sigma, cond, uncond, scale, motion, fixed)
 
 
 def denoised(x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

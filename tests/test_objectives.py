@@ -18,7 +18,8 @@ from sgmd.objectives import (
     make_objective,
     sgmd_generator_loss,
 )
-from sgmd.objectives.common import noised
+from sgmd.objectives.common import guided_teacher_velocity, noised
+from sgmd.samplers import still_state
 from sgmd.wan import WanConfig, WanModel
 
 SHAPE = (2, 1, 2, 2)  # C, F, H, W of the toy tensors: 8 numbers per sample
@@ -135,7 +136,8 @@ def toy_batch(seed=0, b=2):
 
 
 @pytest.mark.parametrize("name,options", [("sgmd", {}), ("dmd2", {}), ("sgmd", {"diversity": True}),
-                                          ("dmd2", {"cfg_scale": 1.0, "rule": "renoise"})])
+                                          ("dmd2", {"cfg_scale": 1.0, "rule": "renoise"}),
+                                          ("sgmd", {"motion_guidance": 0.5, "diversity": True})])
 def test_pass_counts_match_calls(name, options):
     """Count the real calls for every exit index; their mean is `passes_per_iteration`."""
     obj = make_objective(name, **options)
@@ -196,13 +198,36 @@ def test_sgmd_objective_gradient_reaches_generator_only_through_losses():
     assert all(p.grad is not None for p in roles.fake_net.parameters())
 
 
+def test_motion_guidance_in_the_teacher_target():
+    """With motion guidance the objective's teacher target is CFG plus m (v_c - v_c(still state)), the
+    still state keeping the given per-frame pattern; 0 is plain CFG; negative is refused."""
+    roles, batch = ToyRoles(), toy_batch()
+    g = torch.Generator().manual_seed(5)
+    shape = (2, 2, 1, 2)  # C, F, H, W: two frames to average, 8 numbers as the toy networks take
+    x, sigma = torch.randn(2, *shape, generator=g), torch.tensor([0.8, 0.4])
+    fixed = torch.randn(*shape, generator=g)
+    obj = make_objective("sgmd", motion_guidance=0.5, still_pattern=fixed)
+    with torch.no_grad():
+        v_c, v_u = roles.teacher(x, sigma, batch.context), roles.teacher(x, sigma, batch.uncond)
+        v_s = roles.teacher(still_state(x, sigma, fixed), sigma, batch.context)
+    assert (v_c - v_s).abs().max() > 0.01  # the term is not empty here
+    want = x - sigma.view(-1, 1, 1, 1, 1) * (v_u + 3.0 * (v_c - v_u) + 0.5 * (v_c - v_s))
+    assert torch.allclose(obj.teacher_denoised(roles, x, sigma, batch), want, atol=1e-5)
+    plain = make_objective("sgmd")
+    assert torch.allclose(plain.teacher_denoised(roles, x, sigma, batch),
+                          x - sigma.view(-1, 1, 1, 1, 1) * (v_u + 3.0 * (v_c - v_u)), atol=1e-5)
+    with pytest.raises(SGMDError, match="motion_guidance"):
+        make_objective("sgmd", motion_guidance=-1.0)
+
+
 def test_teacher_anchor():
     # a straight-line teacher (constant velocity u) makes the anchor target exactly u
     u = torch.randn(2, *SHAPE)
     roles, anchor = ToyRoles(teacher_velocity=u), TeacherAnchor()
     batch = toy_batch()
     noise = torch.randn(2, *SHAPE)
-    assert torch.allclose(anchor.target_velocity(roles, batch, noise, 3.0), u, atol=1e-5)
+    teacher = lambda x, s: guided_teacher_velocity(roles, x, s, batch.context, batch.uncond, 3.0)  # noqa: E731
+    assert torch.allclose(anchor.target_velocity(teacher, noise), u, atol=1e-5)
     assert float(anchor.anchor_sigmas()[-1]) == pytest.approx(5 * (25 / 30) / (1 + 4 * (25 / 30)))
     obj = make_objective("sgmd", diversity={"weight": 0.05})
     exits = {obj.generator_loss(ToyRoles(), toy_batch(i)).logs["exit_index"] for i in range(30)}

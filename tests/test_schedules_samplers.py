@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sgmd.errors import SGMDError
-from sgmd.samplers import (cfg_velocity, denoised, few_step_update, model_velocity, rollout, sample_few_step,
+from sgmd.samplers import (cfg_velocity, denoised, guided, guided_passes, motion_guided_denoised, still_state, few_step_update, model_velocity, rollout, sample_few_step,
                            sample_teacher)
 from sgmd.schedules import (parse_timesteps, sample_score_sigma, sigma_to_timestep, student_sigmas, teacher_sigmas,
                             timestep_to_sigma, validate_sigmas, warp)
@@ -240,6 +240,69 @@ def test_cfg_w3_with_a_real_wan_model():
         got = cfg_velocity(model, cond, uncond, 3.0)(x, sigma)
         assert torch.allclose(got, v_u + 3.0 * (v_c - v_u), atol=1e-5)
         assert torch.equal(cfg_velocity(model, cond, uncond, 1.0)(x, sigma), v_c)
+
+
+def test_still_state_averages_the_frames_and_keeps_the_fixed_pattern():
+    g = torch.Generator().manual_seed(3)
+    x, _, _, sigma = _xs()
+    assert torch.allclose(still_state(x, sigma), x.mean(2, keepdim=True).expand_as(x))
+    # a clip whose content stands still, plus the fixed per-frame pattern, noised with noise that is the
+    # same in every frame: its still state is itself, at any sigma
+    fixed = torch.randn(4, 2, 3, 3, generator=g)
+    content, eps = torch.randn(2, 4, 1, 3, 3, generator=g), torch.randn(2, 4, 1, 3, 3, generator=g)
+    s = sigma.view(-1, 1, 1, 1, 1)
+    still = (1 - s) * (content + fixed) + s * eps
+    assert torch.allclose(still_state(still, sigma, fixed), still, atol=1e-6)
+    # a moving clip: the content's frames are averaged, the pattern is kept at its noised scale
+    moving = torch.randn(2, 4, 2, 3, 3, generator=g)
+    x = (1 - s) * (moving + fixed) + s * eps
+    want = (1 - s) * (moving.mean(2, keepdim=True) + fixed) + s * eps
+    assert torch.allclose(still_state(x, sigma, fixed), want, atol=1e-6)
+
+
+def test_motion_guidance_closed_form_in_one_batched_pass():
+    m = CountingModel()
+    x, cond, uncond, sigma = _xs()
+    fixed = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(4))
+    t = sigma_to_timestep(sigma)
+    with torch.no_grad():
+        v_c, v_u = m(x, t, cond), m(x, t, uncond)
+        v_still = m(still_state(x, sigma, fixed), t, cond)
+        m.calls.clear()
+        got = cfg_velocity(m, cond, uncond, 3.0, 0.5, fixed)(x, sigma)
+        assert m.calls == [(6, False)]  # [cond; uncond; cond on the still state] in one pass
+        assert torch.allclose(got, v_u + 3.0 * (v_c - v_u) + 0.5 * (v_c - v_still), atol=1e-6)
+        m.calls.clear()
+        got = cfg_velocity(m, cond, uncond, 1.0, 0.5, fixed)(x, sigma)  # no CFG: cond and still only
+        assert m.calls == [(4, False)]
+        assert torch.allclose(got, v_c + 0.5 * (v_c - v_still), atol=1e-6)
+    assert (guided_passes(3.0), guided_passes(3.0, 0.5), guided_passes(1.0, 0.5), guided_passes(1.0)) == (2, 3, 2, 1)
+
+
+def test_motion_guidance_in_the_denoised_domain_matches_the_velocity_form():
+    m = CountingModel()
+    x, cond, uncond, sigma = _xs()
+    fixed = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(6))
+    t = sigma_to_timestep(sigma)
+    with torch.no_grad():
+        xs = still_state(x, sigma, fixed)
+        v_c, v_u, v_s = m(x, t, cond), m(x, t, uncond), m(xs, t, cond)
+        want = denoised(x, sigma, cfg_velocity(m, cond, uncond, 3.0, 0.7, fixed)(x, sigma))
+    got = motion_guided_denoised(x, denoised(x, sigma, v_u + 3.0 * (v_c - v_u)), denoised(x, sigma, v_c), xs,
+                                 denoised(xs, sigma, v_s), 0.7)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_motion_guidance_is_zero_for_a_model_that_reads_no_motion():
+    class StillModel(torch.nn.Module):  # sees only the frame mean of its input: no motion to amplify
+        def forward(self, x, t, context):
+            return 0.5 * x.mean(2, keepdim=True).expand_as(x) + context.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+
+    x, cond, uncond, sigma = _xs()
+    with torch.no_grad():
+        plain = cfg_velocity(StillModel(), cond, uncond, 3.0)(x, sigma)
+        assert torch.allclose(guided(lambda a, s, c: StillModel()(a, s, c), x, sigma, cond, uncond, 3.0, 2.0), plain,
+                              atol=1e-6)
 
 
 def test_denoised_and_update_rules():

@@ -7,12 +7,14 @@ rollout re-noise (rule `renoise` only), score sigma, score noise. The exit index
 draw, so ranks that share that generator's seed agree on it, as the method requires."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, fields
 
 import torch
 
 from ..errors import SGMDError
-from ..samplers import UPDATE_RULES, cfg_combine, denoised, rollout
+from ..samplers import UPDATE_RULES, denoised, guided, guided_passes, rollout
 from ..schedules import DEFAULT_STUDENT_SHIFT, sample_score_sigma, student_sigmas, validate_sigmas
 from .base import Batch, LossOutput, Roles
 from .diversity import TeacherAnchor
@@ -45,19 +47,12 @@ def flow_matching_loss(v_pred: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor
 
 
 def guided_teacher_velocity(roles: Roles, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-                            uncond: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """Standard-form CFG `v_u + w (v_c - v_u)` under no_grad, one batched [cond; uncond] call
-    (w = 1: one plain conditional call)."""
+                            uncond: torch.Tensor | None, scale: float, motion: float = 0.0,
+                            fixed: torch.Tensor | None = None) -> torch.Tensor:
+    """`samplers.guided` with the teacher role, under no_grad: standard-form CFG `v_u + w (v_c - v_u)`
+    plus motion guidance `m`, in one batched call (w = 1 and m = 0: one plain conditional call)."""
     with torch.no_grad():
-        if scale == 1.0 or uncond is None:
-            return roles.teacher(x, sigma, cond)
-        v_c, v_u = roles.teacher(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, uncond])).chunk(2)
-        return cfg_combine(v_c, v_u, scale)
-
-
-def teacher_passes_per_call(scale: float) -> int:
-    """Cost of one guided teacher call in batch-B forward passes (CFG doubles the batch)."""
-    return 1 if scale == 1.0 else 2
+        return guided(roles.teacher, x, sigma, cond, uncond, scale, motion, fixed)
 
 
 def expected_exit_index(num_steps: int, min_exit: int = 0) -> float:
@@ -80,6 +75,10 @@ class DistillationSetup:
         "help": "student update rule, identical in training and inference: euler (SGMD reference) or renoise (DMD2 / lcm)"})
     cfg_scale: float = field(default=3.0, metadata={
         "help": "teacher classifier-free guidance, standard form (1 = no guidance)"})
+    motion_guidance: float = field(default=0.0, metadata={
+        "help": "teacher motion guidance m: + m (v_c - v_c(the state with its frames averaged)); 0 = off"})
+    still_pattern: torch.Tensor | None = field(default=None, metadata={
+        "help": "[C, F, H, W] pattern every clean latent carries per frame, kept when frames are averaged (toy codec: its position code)"})
     score_shift: float = field(default=DEFAULT_STUDENT_SHIFT, metadata={
         "help": "shift of the noise-level distribution of the score terms: s = warp(U{0..999}/1000), clamped to [0.02, 0.98]"})
     diversity: TeacherAnchor | None = field(default=None, metadata={
@@ -91,6 +90,8 @@ class DistillationSetup:
             raise SGMDError(f"unknown update rule {self.rule!r}; choose one of {', '.join(UPDATE_RULES)}")
         if not self.cfg_scale > 0:
             raise SGMDError(f"cfg_scale must be positive (1 = no guidance); got {self.cfg_scale}")
+        if not math.isfinite(self.motion_guidance) or self.motion_guidance < 0:
+            raise SGMDError(f"motion_guidance must be >= 0 (0 = off); got {self.motion_guidance}")
         if not self.score_shift > 0:
             raise SGMDError(f"score_shift must be positive; got {self.score_shift}")
         self.diversity = TeacherAnchor.from_option(self.diversity)
@@ -139,16 +140,24 @@ class DistillationSetup:
         eps = self.draw_noise(batch)
         return k, noise, g, s, eps
 
+    def teacher_velocity(self, roles: Roles, x: torch.Tensor, sigma: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The guided teacher velocity (CFG and motion guidance as set), no grad."""
+        return guided_teacher_velocity(roles, x.detach(), sigma, batch.context, batch.uncond, self.cfg_scale,
+                                       self.motion_guidance, self.still_pattern)
+
+    def teacher_passes(self) -> int:
+        """Batch-B forward passes of one guided teacher call."""
+        return guided_passes(self.cfg_scale, self.motion_guidance)
+
     def teacher_denoised(self, roles: Roles, x: torch.Tensor, sigma: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """`stopgrad(x - s CFG_w(T)(x, s, c))`."""
-        with torch.no_grad():
-            x = x.detach()
-            return denoised(x, sigma, guided_teacher_velocity(roles, x, sigma, batch.context, batch.uncond, self.cfg_scale))
+        """`stopgrad(x - s G(T)(x, s, c))`, G = CFG (and motion guidance when on)."""
+        x = x.detach()
+        return denoised(x, sigma, self.teacher_velocity(roles, x, sigma, batch))
 
     def anchor_term(self, roles: Roles, batch: Batch, noise: torch.Tensor, logs: dict) -> torch.Tensor | float:
         if self.diversity is None:
             return 0.0
-        loss = self.diversity.loss(roles, batch, noise, self.cfg_scale)
+        loss = self.diversity.loss(roles, batch, noise, lambda x, s: self.teacher_velocity(roles, x, s, batch))
         logs["diversity"] = float(loss.detach())
         return loss
 
@@ -179,13 +188,13 @@ class DistillationSetup:
         return {
             "generator_forward_no_grad": ek + (ek + 1) * fake_updates,  # gen phase k steps; each fake update k+1
             "generator_forward_grad": 1.0,  # the exit step of the generator phase
-            "teacher_forward_no_grad": float(teacher_passes_per_call(self.cfg_scale)),
+            "teacher_forward_no_grad": float(self.teacher_passes()),
             "backward_generator": 1.0,
         }
 
     def _add_anchor_passes(self, p: dict) -> dict:
         if self.diversity is not None:
-            for k, v in self.diversity.passes(teacher_passes_per_call(self.cfg_scale)).items():
+            for k, v in self.diversity.passes(self.teacher_passes()).items():
                 p[k] = p.get(k, 0.0) + v
         p["forward_total"] = sum(v for k, v in p.items() if "_forward_" in k)
         p["backward_total"] = sum(v for k, v in p.items() if k.startswith("backward_"))

@@ -57,17 +57,15 @@ class TeacherAnchor:
     def anchor_sigmas(self) -> torch.Tensor:
         return teacher_sigmas(self.teacher_steps, self.shift)[: self.anchor_steps + 1]
 
-    def target_velocity(self, roles: Roles, batch: Batch, noise: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-        from .common import guided_teacher_velocity  # late: common imports this module
-
+    def target_velocity(self, teacher_velocity, noise: torch.Tensor) -> torch.Tensor:
+        """`teacher_velocity(x, s)`: the guided teacher, as the objective sets it."""
         sig = self.anchor_sigmas()
-        velocity = lambda x, s: guided_teacher_velocity(roles, x, s, batch.context, batch.uncond, cfg_scale)  # noqa: E731
         with torch.no_grad():
-            x_anchor = sample_teacher(velocity, noise, sig)
+            x_anchor = sample_teacher(teacher_velocity, noise, sig)
         return (noise - x_anchor) / (1 - float(sig[-1]))
 
-    def loss(self, roles: Roles, batch: Batch, noise: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-        target = self.target_velocity(roles, batch, noise, cfg_scale)
+    def loss(self, roles: Roles, batch: Batch, noise: torch.Tensor, teacher_velocity) -> torch.Tensor:
+        target = self.target_velocity(teacher_velocity, noise)
         v = roles.generator(noise, torch.ones(noise.shape[0], device=noise.device), batch.context)
         return self.weight * (v - target).pow(2).mean()
 
