@@ -34,6 +34,11 @@ def read_safetensors(path: str) -> tuple[dict, dict]:
     return _read(path, lambda f: ({k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}))
 
 
+def read_metadata(path: str) -> dict:
+    """A safetensors file's metadata, from its header only."""
+    return _read(path, lambda f: f.metadata() or {})
+
+
 def atomic_write(path: str, write, suffix: str = "") -> None:
     """Write a file so that a kill at any moment leaves either the old file or the new one: `write`
     fills a temp file in the same folder, which is fsynced, given the usual permissions (mkstemp

@@ -93,6 +93,9 @@ class DistillConfig:
                             "Self-Forcing; ComfyUI `lcm`). Used in training rollouts and recorded for inference.",
                             ("euler", "renoise"), "method")
     guidance: float = _opt(DEFAULT_GUIDANCE, "Teacher classifier-free guidance, standard form (1 = no guidance).", group="method")
+    motion_guidance: float = _opt(-1.0, "Teacher motion guidance m (`sgmd.samplers.guided`): adds m (v_c - v_c of the state "
+                                  "with its frames averaged), one more teacher pass per call; 0 = off; negative = what the "
+                                  "teacher file records (`sgmd.teacher_sampling`; 0 when it records none).", group="method")
     lambda_nr: float = _opt(0.1, "SGMD weight of the negative-residual term.", group="method")
     diversity_anchor: bool = _opt(False, "SGMD teacher-anchor diversity term (off by default).", group="method")
     gan: bool = _opt(False, "DMD2 GAN term (needs real videos; off by default).", group="method")
@@ -206,6 +209,8 @@ def finish(cfg: DistillConfig) -> DistillConfig:
         v = getattr(cfg, name)
         _need(math.isfinite(v) and v > 0, f"{name} must be a positive number", v)
     _need(math.isfinite(cfg.guidance) and cfg.guidance > 0, "guidance must be positive (1 = no guidance)", cfg.guidance)
+    _need(math.isfinite(cfg.motion_guidance), "motion guidance must be a number (0 = off, negative = from the teacher file)",
+          cfg.motion_guidance)
     for name in ("weight_decay", "lambda_nr"):
         v = getattr(cfg, name)
         _need(math.isfinite(v) and v >= 0, f"{name} must be a number >= 0", v)

@@ -38,7 +38,8 @@ from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_and_generator, noise_for_seeds  # noqa: E402
 from sgmd.samplers import DEFAULT_GUIDANCE, cfg_combine, cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas, teacher_sigmas  # noqa: E402
-from sgmd.weights import atomic_write, load_wan, read_safetensors  # noqa: E402
+from sgmd.teacher_sampling import file_motion_guidance, motion_guidance_of, still_pattern_of  # noqa: E402
+from sgmd.weights import atomic_write, load_wan, read_safetensors, read_wan_config  # noqa: E402
 
 DEFAULT_SEEDS = 4
 BATCH_SIZE = 16
@@ -116,14 +117,16 @@ def _sample(velocity_for, prompts, seeds, sigmas, device, dtype, batch_size: int
 
 @torch.no_grad()
 def generate_teacher(model, prompts, seeds, steps: int = 50, cfg: float = DEFAULT_GUIDANCE, shift: float = 5.0,
-                     batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Multi-step CFG Euler samples (empty-prompt uncond), decoded -> uint8 `[N, T, H, W, 3]`."""
+                     batch_size: int = BATCH_SIZE, motion: float = 0.0, still_pattern: torch.Tensor | None = None) -> np.ndarray:
+    """Multi-step CFG Euler samples (empty-prompt uncond; motion guidance `motion` with `still_pattern`
+    kept in the still state, see `sgmd.samplers.guided`), decoded -> uint8 `[N, T, H, W, 3]`."""
     device, dtype = _device_dtype(model)
+    fixed = still_pattern if motion else None
 
     def velocity_for(ps):
         cond = text.encode_text(ps).to(device, dtype)
         uncond = text.encode_text([""] * len(ps)).to(device, dtype)
-        return cfg_velocity(model, cond, uncond, cfg)
+        return cfg_velocity(model, cond, uncond, cfg, motion, fixed)
 
     return _sample(velocity_for, prompts, seeds, teacher_sigmas(steps, shift), device, dtype, batch_size)
 
@@ -336,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="teacher sampling steps")
     p.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help="teacher CFG scale")
     p.add_argument("--shift", type=float, default=5.0, help="teacher schedule shift")
+    p.add_argument("--motion-guidance", type=float, default=None,
+                   help="teacher motion guidance m (sgmd.samplers.guided): + m (v_c - v_c of the still state); 0 = off; "
+                        "default: what the teacher file records (sgmd.teacher_sampling), else 0")
     p.add_argument("--recipe-from-lora", action="store_true",
                    help="take the student's sigmas / rule / cfg from its file's sgmd_recipe metadata")
     p.add_argument("--student-timesteps", default=",".join(str(t) for t in DEFAULT_STUDENT_TIMESTEPS))
@@ -389,26 +395,30 @@ def user_eval_cache_dir() -> str:
     return os.path.join(base, "sgmd", "eval")
 
 
-def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: float = DEFAULT_GUIDANCE, shift: float = 5.0) -> str:
+def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: float = DEFAULT_GUIDANCE, shift: float = 5.0,
+                       motion: float | None = None) -> str:
     """Where the teacher's clips for the evaluation set are cached: they depend only on the teacher
     file and the sampling settings, and take minutes to make on a CPU. The shipped teacher's clips
     ship in `models/eval/`; any other teacher's go to the user cache."""
     from sgmd.weights import file_sha256
 
-    name = f"teacher_{file_sha256(teacher_path)}_s{seeds}_{steps}steps_cfg{cfg:g}_shift{shift:g}.npz"
+    motion = file_motion_guidance(teacher_path) if motion is None else motion  # default: what the file records
+    mg = f"_motion{motion:g}" if motion else ""
+    name = f"teacher_{file_sha256(teacher_path)}_s{seeds}_{steps}steps_cfg{cfg:g}{mg}_shift{shift:g}.npz"
     shipped = os.path.join(SHIPPED_EVAL_DIR, name)
     return shipped if os.path.isfile(shipped) else os.path.join(user_eval_cache_dir(), name)
 
 
 def evaluate_run(teacher_path: str, generator_path: str, out: str, seeds: int = DEFAULT_SEEDS, full: bool = False,
-                 device: str = "cpu", cfg: float = DEFAULT_GUIDANCE) -> int:
+                 device: str = "cpu", cfg: float = DEFAULT_GUIDANCE, motion: float | None = None) -> int:
     """The end of a default `training/run.py`: student (recipe from its file) vs teacher on the
     evaluation set, summary printed, files in `out`. The teacher is sampled at the guidance the
-    student was distilled toward (`cfg`); its clips come from the cache when present, else are
+    student was distilled toward (`cfg`, `motion`); its clips come from the cache when present, else are
     sampled (and then cached)."""
-    cache = teacher_cache_path(teacher_path, seeds, cfg=cfg)
+    motion = file_motion_guidance(teacher_path) if motion is None or motion < 0 else motion
+    cache = teacher_cache_path(teacher_path, seeds, cfg=cfg, motion=motion)
     argv = ["--model", teacher_path, "--student-model" if full else "--lora", generator_path, "--recipe-from-lora",
-            "--seeds", str(seeds), "--cfg", f"{cfg:g}", "--out", out, "--device", "cpu" if device == "auto" else device]
+            "--seeds", str(seeds), "--cfg", f"{cfg:g}", "--motion-guidance", f"{motion:g}", "--out", out, "--device", "cpu" if device == "auto" else device]
     if os.path.isfile(cache):
         argv += ["--teacher-samples", cache]
     rc = _run(build_parser().parse_args(argv))
@@ -438,7 +448,12 @@ def _run(args) -> int:
         prompts, seeds = student[1], student[2]
     else:
         prompts, seeds = eval_prompt_set(args.seeds)
-    settings = {"model": args.model, "teacher": {"steps": args.steps, "cfg": args.cfg, "shift": args.shift},
+    samples_teacher = bool(args.model) and not (args.exact_teacher or args.teacher_samples)
+    meta = read_wan_config(args.model)[1] if samples_teacher else {}  # the file says how it is sampled
+    if args.motion_guidance is None:
+        args.motion_guidance = motion_guidance_of(meta)
+    settings = {"model": args.model, "teacher": {"steps": args.steps, "cfg": args.cfg, "shift": args.shift,
+                                                 "motion_guidance": args.motion_guidance},
                 "seeds_per_prompt": args.seeds if not args.samples else None, "n_clips": len(prompts),
                 "noise_rule": "sgmd.noise.noise_for_seed: CPU torch.Generator().manual_seed(seed), randn [1,16,F,H,W]"}
 
@@ -460,9 +475,11 @@ def _run(args) -> int:
         model = None
     else:
         model = load_wan(args.model, torch.float32, args.device).eval()
-        print(f"sampling the teacher: {len(prompts)} clips, {args.steps} steps, cfg {args.cfg}, shift {args.shift}",
+        mg = f", motion guidance {args.motion_guidance:g}" if args.motion_guidance else ""
+        print(f"sampling the teacher: {len(prompts)} clips, {args.steps} steps, cfg {args.cfg}{mg}, shift {args.shift}",
               flush=True)
-        teacher_videos = generate_teacher(model, prompts, seeds, args.steps, args.cfg, args.shift, args.batch_size)
+        teacher_videos = generate_teacher(model, prompts, seeds, args.steps, args.cfg, args.shift, args.batch_size,
+                                          args.motion_guidance, still_pattern_of(meta, *CLIP_LATENT_SHAPE[2:]))
 
     student_videos = None
     if student is not None:

@@ -14,7 +14,8 @@ from sgmd.errors import SGMDError
 from sgmd.objectives import make_objective
 from sgmd.recipe import SamplingRecipe
 from sgmd.schedules import student_sigmas
-from sgmd.weights import file_sha256, load_wan, read_safetensors
+from sgmd.teacher_sampling import motion_guidance_of, still_pattern_of
+from sgmd.weights import file_sha256, load_wan, read_safetensors, read_wan_config
 from training import distributed
 from training.checkpoint import (Checkpoint, checkpoint_dir, latest_checkpoint, list_checkpoints, read_checkpoint,
                                  remove_temp_files, write_checkpoint)
@@ -149,13 +150,16 @@ def build(cfg: DistillConfig) -> Run:
     source = make_prompt_source(cfg.prompts)
     frozen_dtype = torch.float32 if cfg.full or cfg.dtype == "fp32" else {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     teacher = load_wan(teacher_path, dtype=frozen_dtype, device=device)
+    teacher_meta = read_wan_config(teacher_path)[1]
+    if cfg.motion_guidance < 0:  # resolved here, so checkpoints and exports record the value used
+        cfg.motion_guidance = motion_guidance_of(teacher_meta)
     _check_sizes(cfg, teacher.cfg, source)
     roles = DistillRoles(teacher, cfg.full, cfg.dtype, cfg.gradient_checkpointing, cfg.lora_rank, cfg.lora_alpha,
                          cfg.lora_targets, seed=cfg.seed)
     if cfg.init_generator:
         tensors, _ = read_safetensors(cfg.init_generator)
         roles.load_state_dict("generator", tensors, source=cfg.init_generator)  # the fake starts from the teacher
-    objective = _objective(cfg, sigmas, roles, source)
+    objective = _objective(cfg, sigmas, roles, source, teacher_meta)
     _synchronise_exit_index(objective, device)
     params = {"generator": roles.generator_parameters(),
               "fake": roles.fake_parameters() + list(getattr(objective, "extra_fake_parameters", lambda: [])())}
@@ -224,9 +228,11 @@ def _check_sizes(cfg: DistillConfig, model_cfg, source: PromptSource) -> None:
         raise SGMDError(f"prompt embeddings are {dim}-wide but the teacher expects {model_cfg.text_dim}")
 
 
-def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSource):
+def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSource, teacher_meta: dict):
     options = dict(sigmas=sigmas, rule=cfg.update_rule, cfg_scale=cfg.guidance, score_shift=cfg.student_shift,
-                   diversity=True if cfg.diversity_anchor else None)
+                   diversity=True if cfg.diversity_anchor else None, motion_guidance=cfg.motion_guidance)
+    if cfg.motion_guidance:
+        options["still_pattern"] = still_pattern_of(teacher_meta, cfg.latent_frames, cfg.latent_height, cfg.latent_width)
     if cfg.objective == "sgmd":
         options["lambda_nr"] = cfg.lambda_nr
         if cfg.gan:
