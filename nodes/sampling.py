@@ -1,6 +1,7 @@
 """Few-step sampling: the student's sigma list, its update rule as a native SAMPLER, and an
-all-in-one sampler that reads the generator's recipe. All three run on ComfyUI's own sampling
-machinery (guider, noise, progress bar, live previews, Cancel)."""
+all-in-one sampler that reads the generator's recipe; and motion guidance for the multi-step
+teacher as a model patch. All run on ComfyUI's own sampling machinery (guider, noise, progress
+bar, live previews, Cancel)."""
 from __future__ import annotations
 
 from comfy_api.latest import io
@@ -129,4 +130,53 @@ class SGMDVideoSampler(io.ComfyNode):
         return io.NodeOutput(out)
 
 
-NODES = [SGMDSigmas, SGMDSampler, SGMDVideoSampler]
+# What the shipped teacher file records (sgmd.teacher_sampling); a literal so that building the schema
+# imports neither torch nor sgmd (tests/test_nodes_run.py holds the two equal).
+SHIPPED_MOTION_GUIDANCE = 0.25
+
+
+class SGMDMotionGuidance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SGMDMotionGuidance", display_name="SGMD Motion Guidance", category=f"{CATEGORY}/sampling",
+            description="Motion guidance for a multi-step teacher (KSampler with CFG): after CFG, adds scale x (what "
+                        "the model predicts for the state minus what it predicts for the same state with its frames "
+                        "averaged). A clip then commits to the motion its noisy state has begun to show instead of "
+                        "settling near a still clip. One more conditional pass per step. The embedded teacher's "
+                        "figures are measured with the scale its file records (the default here).",
+            inputs=[
+                io.Model.Input("model", tooltip="A multi-step video model (the teacher)."),
+                io.Float.Input("scale", default=SHIPPED_MOTION_GUIDANCE, min=0.0, max=10.0, step=0.05,
+                               tooltip="0 = off. The embedded teacher is measured at its file's value; larger values "
+                                       "speed slow clips up and lose still clips (docs/tiny-model.md)."),
+                io.Boolean.Input("keep_position_code", default=True,
+                                 tooltip="On for the embedded toy teacher, whose latents carry a per-frame position "
+                                         "code that the still state keeps; off for other models (plain frame average)."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, scale: float, keep_position_code: bool) -> io.NodeOutput:
+        if scale == 0:
+            return io.NodeOutput(model)
+
+        def post_cfg(args):
+            import comfy.samplers
+            from sgmd import codec
+            from sgmd.samplers import motion_guided_denoised, still_state
+
+            x, sigma = args["input"], args["sigma"]
+            fixed = codec.position_code(*x.shape[2:]).to(x) if keep_position_code and x.ndim == 5 else None
+            x_still = still_state(x, sigma, fixed)
+            (x0_still,) = comfy.samplers.calc_cond_batch(args["model"], [args["cond"]], x_still, sigma,
+                                                         args["model_options"])
+            return motion_guided_denoised(x, args["denoised"], args["cond_denoised"], x_still, x0_still, scale)
+
+        patched = model.clone()
+        patched.set_model_sampler_post_cfg_function(post_cfg)
+        return io.NodeOutput(patched)
+
+
+NODES = [SGMDSigmas, SGMDSampler, SGMDVideoSampler, SGMDMotionGuidance]

@@ -169,7 +169,7 @@ def test_pack_imports_and_object_info_matches_the_recording(server, object_info)
     import comfy_info
 
     ours = {k: v for k, v in object_info.items() if k.startswith("SGMD")}
-    assert len(ours) == 13, sorted(ours)
+    assert len(ours) == 14, sorted(ours)
     assert all(v["python_module"] == f"custom_nodes.{os.path.basename(REPO)}" for v in ours.values())
     if os.environ.get("SGMD_RECORD_OBJECT_INFO") == "1":
         _, stats = server.request("/system_stats")
@@ -245,9 +245,40 @@ def test_tiny_workflow_frames_equal_our_sampler(server, object_info):
     assert frame_diff < 1e-3 and png_diff <= 1
 
 
-def test_teacher_vs_4step_workflow_runs(server, object_info):
-    history = server.run(_workflow("sgmd_teacher_vs_4step.json", object_info))
+def test_teacher_vs_4step_workflow_runs_and_its_teacher_is_our_guided_sampler(server, object_info):
+    """The teacher half (KSampler after SGMD Motion Guidance) gives the clip our evaluator's sampler gives with
+    the same CFG and motion guidance, and not the clip of plain CFG: the node applies the same term."""
+    import torch
+    from safetensors.torch import load_file
+
+    from sgmd import codec
+    from sgmd.noise import noise_for_seed
+    from sgmd.samplers import cfg_velocity, sample_teacher
+    from sgmd.schedules import teacher_sigmas
+    from sgmd.text import encode_text
+    from sgmd.weights import load_wan
+
+    prompt = _workflow("sgmd_teacher_vs_4step.json", object_info)
+    ks_id, ks = _node(prompt, "KSampler")
+    _, motion = _node(prompt, "SGMDMotionGuidance")
+    text = prompt[ks["inputs"]["positive"][0]]["inputs"]["text"]
+    prompt["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [ks_id, 0], "filename_prefix": "sgmd_teacher"}}
+    history = server.run(prompt)
     _succeeded(history)
+    latent = load_file(os.path.join(server.output, history["outputs"]["900"]["latents"][0]["filename"]))["latent_tensor"]
+    model = load_wan(server.models["teacher"]).eval()
+    cond, uncond = encode_text([text]), encode_text([""])
+    noise = noise_for_seed(ks["inputs"]["seed"], tuple(latent.shape))
+    sigmas = teacher_sigmas(ks["inputs"]["steps"], 5.0)
+    with torch.no_grad():
+        guided = sample_teacher(cfg_velocity(model, cond, uncond, ks["inputs"]["cfg"], motion["inputs"]["scale"],
+                                             codec.position_code(*latent.shape[2:])), noise, sigmas)
+        plain = sample_teacher(cfg_velocity(model, cond, uncond, ks["inputs"]["cfg"]), noise, sigmas)
+    comfy = codec.from_raw(latent.float())
+    d_guided, d_plain = float((comfy - guided).abs().max()), float((comfy - plain).abs().max())
+    print(f"\nteacher in ComfyUI vs ours: max |latent diff| {d_guided:.3g} with motion guidance "
+          f"{motion['inputs']['scale']:g}, {d_plain:.3g} with plain CFG")
+    assert d_guided < 1e-3 < d_plain
 
 
 def test_training_job_from_the_node_and_its_lora_in_the_native_loader(server, object_info):

@@ -162,3 +162,56 @@ def test_the_native_sampler_function_is_our_few_step_sampler(rule):
         denoiser, noise.clone(), student_sigmas(), {"seed": 5}, callback=lambda d: seen.append(d["i"]))
     assert float((ours - theirs).abs().max()) < 1e-5
     assert seen == [1, 0, 1, 1, 1, 2, 1, 3] and calls == [{"seed": 5}] * 4
+
+
+def test_motion_guidance_node_adds_the_still_state_term_after_cfg(pack, monkeypatch):
+    import types
+
+    from sgmd import codec
+    from sgmd.samplers import motion_guided_denoised, still_state
+
+    nodes, _, _ = pack
+
+    class Patcher:  # the ModelPatcher surface the node uses
+        def __init__(self, post=()):
+            self.post = list(post)
+
+        def clone(self):
+            return Patcher(self.post)
+
+        def set_model_sampler_post_cfg_function(self, fn):
+            self.post.append(fn)
+
+    from sgmd.teacher_sampling import file_motion_guidance
+
+    shipped = os.path.join(REPO, "models", "diffusion_models", "sgmd_tiny_teacher.safetensors")
+    schema = nodes["SGMDMotionGuidance"].define_schema()
+    scale = [i for i in schema.inputs if i.id == "scale"][0]
+    assert scale.default == file_motion_guidance(shipped) > 0  # the node's default is what the shipped file records
+
+    model = Patcher()
+    assert nodes["SGMDMotionGuidance"].execute(model=model, scale=0.0, keep_position_code=True)[0] is model
+    patched = nodes["SGMDMotionGuidance"].execute(model=model, scale=0.5, keep_position_code=True)[0]
+    assert patched is not model and len(patched.post) == 1 and model.post == []
+
+    seen = []
+
+    def calc_cond_batch(model, conds, x, sigma, options):  # a linear denoiser: x0 = 0.5 x + cond
+        seen.append(x.clone())
+        return [0.5 * x + conds[0]]
+
+    samplers = types.ModuleType("comfy.samplers")
+    samplers.calc_cond_batch = calc_cond_batch
+    comfy = types.ModuleType("comfy")
+    comfy.samplers = samplers
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.samplers", samplers)
+    x, sigma = torch.randn(1, 16, 8, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([0.7])
+    x0_cond = 0.5 * x + 0.1
+    x0_cfg = 1.3 * x0_cond
+    out = patched.post[0]({"input": x, "sigma": sigma, "denoised": x0_cfg, "cond_denoised": x0_cond, "cond": 0.1,
+                           "model": None, "model_options": {}})
+    x_still = still_state(x, sigma, codec.position_code(8, 16, 16))
+    assert len(seen) == 1 and torch.allclose(seen[0], x_still)
+    assert torch.allclose(out, motion_guided_denoised(x, x0_cfg, x0_cond, x_still, 0.5 * x_still + 0.1, 0.5))
+    assert not torch.allclose(out, x0_cfg)

@@ -20,7 +20,7 @@ from stub_pack import REPO, STUB, stub_pack
 
 NATIVE = {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "SAMPLER", "SIGMAS", "NOISE", "GUIDER", "IMAGE", "MASK",
           "VIDEO", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-EXPECTED = {"SGMDSigmas", "SGMDSampler", "SGMDVideoSampler", "SGMDGeneratorLoader", "SGMDTeacher", "SGMDFakeScore",
+EXPECTED = {"SGMDSigmas", "SGMDSampler", "SGMDVideoSampler", "SGMDMotionGuidance", "SGMDGeneratorLoader", "SGMDTeacher", "SGMDFakeScore",
             "SGMDGenerator", "SGMDPromptSet", "SGMDToyTextEncode", "SGMDToyDecode", "SGMDTrainStart",
             "SGMDTrainStatus", "SGMDTrainStop"}
 

@@ -142,7 +142,7 @@ def test_tiny_workflow_uses_the_shipped_models_and_size():
 
 def test_side_by_side_samples_the_teacher_as_the_evaluator_does():
     """The teacher half of the side-by-side workflow uses the evaluator's settings (50 Euler steps,
-    shift 5, the default guidance), so what a user sees is what docs/tiny-model.md measured."""
+    shift 5, the default guidance, the teacher file's motion guidance), so what a user sees is what docs/tiny-model.md measured."""
     from sgmd.samplers import DEFAULT_GUIDANCE
 
     api = ui_to_api(_load("sgmd_teacher_vs_4step.json"), SCHEMAS)
@@ -150,6 +150,14 @@ def test_side_by_side_samples_the_teacher_as_the_evaluator_does():
     k = by_type["KSampler"]
     assert (k["steps"], k["cfg"], k["sampler_name"], k["scheduler"]) == (50, DEFAULT_GUIDANCE, "euler", "simple")
     assert by_type["ModelSamplingSD3"]["shift"] == 5.0
+    # motion guidance at what the shipped teacher records, between the shift and the KSampler
+    from sgmd.teacher_sampling import file_motion_guidance
+
+    teacher = os.path.join(os.path.dirname(FOLDER), "models", "diffusion_models", by_type["UNETLoader"]["unet_name"])
+    motion = by_type["SGMDMotionGuidance"]
+    assert motion["scale"] == file_motion_guidance(teacher) > 0 and motion["keep_position_code"] is True
+    ids = {v["class_type"]: k for k, v in api.items()}
+    assert motion["model"][0] == ids["ModelSamplingSD3"] and k["model"][0] == ids["SGMDMotionGuidance"]
 
 
 def test_files_are_what_the_builder_builds():
