@@ -1,6 +1,7 @@
-"""Seconds per iteration of SGMD vs DMD2, measured side by side in one run (issue 2).
+"""Seconds per iteration of SGMD vs DMD2 (or, with `--motion`, of SGMD toward the teacher with and without
+its motion guidance), measured side by side in one run (issue 2).
 
-    python bench/iteration_cost.py [--teacher models/diffusion_models/sgmd_tiny_teacher.safetensors] [--iterations 12] [--rounds 3]
+    python bench/iteration_cost.py [--teacher models/diffusion_models/sgmd_tiny_teacher.safetensors] [--iterations 12] [--rounds 3] [--motion]
 
 Both objectives run the same trainer on the same teacher, batch and LoRA settings. Runs alternate
 (sgmd, dmd2, sgmd, dmd2, ...) so that load from other processes on this shared machine hits both
@@ -35,26 +36,31 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=12)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--motion", action="store_true",
+                   help="compare SGMD with the teacher file's motion guidance against SGMD with plain CFG")
     args = p.parse_args(argv)
     common = ["--teacher", args.teacher, "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
               "--samples", "0", "--no-evaluate", "--checkpoint-every", str(10 ** 6), "--device", "cpu"]
-    results = {"sgmd": [], "dmd2": []}
+    variants = ({"sgmd": ["--objective", "sgmd"], "sgmd_plain_cfg": ["--objective", "sgmd", "--motion-guidance", "0"]}
+                if args.motion else {"sgmd": ["--objective", "sgmd"], "dmd2": ["--objective", "dmd2"]})
+    results = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for objective in results:
                 out = os.path.join(tmp, f"{objective}_{r}")
-                train(parse_config(common + ["--objective", objective, "--out", out]))
+                train(parse_config(common + variants[objective] + ["--out", out]))
                 results[objective].append(seconds_per_iteration(out))
                 print(f"round {r + 1} {objective}: {results[objective][-1]:.3f} s/iter", flush=True)
-        passes = {o: build(parse_config(common + ["--objective", o, "--out", os.path.join(tmp, "p" + o)]))
+        passes = {o: build(parse_config(common + variants[o] + ["--out", os.path.join(tmp, "p" + o)]))
                   .objective.passes_per_iteration() for o in results}
     med = {o: statistics.median(v) for o, v in results.items()}
     print(f"\nteacher {args.teacher}, batch {args.batch_size}, {args.iterations} iterations x {args.rounds} rounds, "
           f"torch threads {__import__('torch').get_num_threads()}")
-    print(f"{'objective':<10}{'s/iter (median)':>18}{'rounds':>30}")
+    print(f"{'run':<16}{'s/iter (median)':>18}{'rounds':>30}")
     for o in results:
-        print(f"{o:<10}{med[o]:>18.3f}{'  '.join(f'{v:.3f}' for v in results[o]):>30}")
-    print(f"DMD2 / SGMD seconds per iteration: {med['dmd2'] / med['sgmd']:.2f}x")
+        print(f"{o:<16}{med[o]:>18.3f}{'  '.join(f'{v:.3f}' for v in results[o]):>30}")
+    other = [o for o in results if o != "sgmd"][0]
+    print(f"{other} / sgmd seconds per iteration: {med[other] / med['sgmd']:.2f}x")
     print("declared passes per iteration:", json.dumps(passes))
     return 0
 
