@@ -52,8 +52,8 @@ def test_still_pattern_follows_the_files_codec():
     assert motion_guidance_of({"sgmd_teacher": "not json"}) == 0.0
 
 
-@pytest.mark.parametrize("option,want", [(None, 0.5), ("0", 0.0), ("1.5", 1.5)])
-def test_trainer_takes_the_motion_guidance_from_the_teacher_unless_told(tmp_path, option, want):
+@pytest.mark.parametrize("option,want", [(None, 0.0), ("-1", 0.5), ("1.5", 1.5)])
+def test_trainer_distils_toward_plain_cfg_unless_told_or_asked_for_the_files_value(tmp_path, option, want):
     from training.config import parse_config
     from training.trainer import build
 

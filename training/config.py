@@ -93,9 +93,12 @@ class DistillConfig:
                             "Self-Forcing; ComfyUI `lcm`). Used in training rollouts and recorded for inference.",
                             ("euler", "renoise"), "method")
     guidance: float = _opt(DEFAULT_GUIDANCE, "Teacher classifier-free guidance, standard form (1 = no guidance).", group="method")
-    motion_guidance: float = _opt(-1.0, "Teacher motion guidance m (`sgmd.samplers.guided`): adds m (v_c - v_c of the state "
-                                  "with its frames averaged), one more teacher pass per call; 0 = off; negative = what the "
-                                  "teacher file records (`sgmd.teacher_sampling`; 0 when it records none).", group="method")
+    motion_guidance: float = _opt(0.0, "Teacher motion guidance m in the distillation target (`sgmd.samplers.guided`): adds "
+                                  "m (v_c - v_c of the state with its frames averaged), one more teacher pass per call; 0 = "
+                                  "off (the default: on the shipped teacher, a student distilled toward its guided velocity "
+                                  "makes 'slowly' quick, docs/tiny-model.md); negative = what the teacher file records "
+                                  "(`sgmd.teacher_sampling`). The evaluation samples the teacher as its file records either way.",
+                                  group="method")
     lambda_nr: float = _opt(0.1, "SGMD weight of the negative-residual term.", group="method")
     diversity_anchor: bool = _opt(False, "SGMD teacher-anchor diversity term (off by default).", group="method")
     gan: bool = _opt(False, "DMD2 GAN term (needs real videos; off by default).", group="method")

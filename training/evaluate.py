@@ -412,9 +412,10 @@ def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: floa
 def evaluate_run(teacher_path: str, generator_path: str, out: str, seeds: int = DEFAULT_SEEDS, full: bool = False,
                  device: str = "cpu", cfg: float = DEFAULT_GUIDANCE, motion: float | None = None) -> int:
     """The end of a default `training/run.py`: student (recipe from its file) vs teacher on the
-    evaluation set, summary printed, files in `out`. The teacher is sampled at the guidance the
-    student was distilled toward (`cfg`, `motion`); its clips come from the cache when present, else are
-    sampled (and then cached)."""
+    evaluation set, summary printed, files in `out`. The teacher is sampled at the CFG the student was
+    distilled toward (`cfg`) and with the motion guidance its file records (`motion` None), which the
+    distillation target may leave out; its clips come from the cache when present, else are sampled (and
+    then cached)."""
     motion = file_motion_guidance(teacher_path) if motion is None or motion < 0 else motion
     cache = teacher_cache_path(teacher_path, seeds, cfg=cfg, motion=motion)
     argv = ["--model", teacher_path, "--student-model" if full else "--lora", generator_path, "--recipe-from-lora",

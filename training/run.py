@@ -39,8 +39,7 @@ def main(argv=None) -> int:
     if cfg.evaluate and not cfg.prompts and toy_size and outputs.get("generator") and distributed.is_main():
         try:
             evaluate_run(repo_path(cfg.teacher), outputs["generator"], os.path.join(cfg.out, "eval"), cfg.eval_seeds,
-                         full=cfg.full, device=cfg.device, cfg=cfg.guidance,
-                         motion=cfg.motion_guidance)
+                         full=cfg.full, device=cfg.device, cfg=cfg.guidance)  # teacher sampled as its file records
         except SGMDError as e:
             print(f"error: evaluation: {e}", file=sys.stderr)
             return 2
