@@ -177,9 +177,9 @@ TINY_TEACHER = "sgmd_tiny_teacher.safetensors"
 TINY_LORA = "sgmd_tiny_4step_lora.safetensors"
 TOY_PROMPT = "a red circle moving right slowly"
 # A seed where the shipped teacher (v23, motion guidance 0.25) and 4-step LoRA both get every attribute of
-# TOY_PROMPT right (sgmd.metrics): 6 of seeds 40-71 do (teacher alone 32, student alone 6: the student makes
-# "slowly" quick; with v11 and its LoRA 18, 22 and 19).
-SEED = 46
+# TOY_PROMPT right (sgmd.metrics): 24 of seeds 40-71 do (teacher alone 32, student alone 24; with v11 and its
+# LoRA 18, 22 and 19).
+SEED = 41
 TEACHER_CFG = 3.0  # sgmd.samplers.DEFAULT_GUIDANCE (tests/test_workflows.py holds them equal; no torch import here)
 TEACHER_MOTION = 0.25  # what the shipped teacher file records (tests/test_workflows.py holds them equal)
 
