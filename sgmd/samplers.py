@@ -66,9 +66,9 @@ def motion_guided_denoised(x: torch.Tensor, x0_guided: torch.Tensor, x0_cond: to
     return x0_guided + motion * ((x0_cond - x) - (x0_still - x_still))
 
 
-def guided_passes(scale: float, motion: float = 0.0, has_uncond: bool = True) -> int:
-    """Cost of one `guided` call in batch-B forward passes."""
-    return 1 + (scale != 1.0 and has_uncond) + bool(motion)
+def guided_passes(scale: float, motion: float = 0.0) -> int:
+    """Cost of one `guided` call (with an uncond) in batch-B forward passes."""
+    return 1 + (scale != 1.0) + bool(motion)
 
 
 def cfg_velocity(model, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float, motion: float = 0.0,

@@ -2,8 +2,9 @@
 
 The embedded teachers record their training recipe under `sgmd_teacher`. A `sampling` entry, added
 once the file is evaluated (`set_sampling`), says which guidance its published figures were measured
-with, so the evaluator, the trainer and the nodes sample it the same way without the user repeating
-it. Files without one (real Wan weights, older teachers) get plain CFG: motion guidance 0."""
+with, so the evaluator samples it that way without the user repeating it (the trainer on request:
+`run.py --motion-guidance -1`; the ComfyUI node's default is the shipped file's value, held equal by a
+test). Files without one (real Wan weights, older teachers) get plain CFG: motion guidance 0."""
 from __future__ import annotations
 
 import json
