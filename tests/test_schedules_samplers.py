@@ -260,15 +260,21 @@ def test_still_state_averages_the_frames_and_keeps_the_fixed_pattern():
     assert torch.allclose(still_state(x, sigma, fixed), want, atol=1e-6)
 
 
-def test_motion_guidance_closed_form_in_one_batched_pass():
+def _motion_case(seed):
+    """A counting model, inputs, a fixed per-frame pattern, and the model's cond / uncond / still-state velocities."""
     m = CountingModel()
     x, cond, uncond, sigma = _xs()
-    fixed = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(4))
+    fixed = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(seed))
     t = sigma_to_timestep(sigma)
     with torch.no_grad():
-        v_c, v_u = m(x, t, cond), m(x, t, uncond)
-        v_still = m(still_state(x, sigma, fixed), t, cond)
-        m.calls.clear()
+        v = (m(x, t, cond), m(x, t, uncond), m(still_state(x, sigma, fixed), t, cond))
+    m.calls.clear()
+    return m, x, cond, uncond, sigma, fixed, v
+
+
+def test_motion_guidance_closed_form_in_one_batched_pass():
+    m, x, cond, uncond, sigma, fixed, (v_c, v_u, v_still) = _motion_case(4)
+    with torch.no_grad():
         got = cfg_velocity(m, cond, uncond, 3.0, 0.5, fixed)(x, sigma)
         assert m.calls == [(6, False)]  # [cond; uncond; cond on the still state] in one pass
         assert torch.allclose(got, v_u + 3.0 * (v_c - v_u) + 0.5 * (v_c - v_still), atol=1e-6)
@@ -280,13 +286,9 @@ def test_motion_guidance_closed_form_in_one_batched_pass():
 
 
 def test_motion_guidance_in_the_denoised_domain_matches_the_velocity_form():
-    m = CountingModel()
-    x, cond, uncond, sigma = _xs()
-    fixed = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(6))
-    t = sigma_to_timestep(sigma)
+    m, x, cond, uncond, sigma, fixed, (v_c, v_u, v_s) = _motion_case(6)
+    xs = still_state(x, sigma, fixed)
     with torch.no_grad():
-        xs = still_state(x, sigma, fixed)
-        v_c, v_u, v_s = m(x, t, cond), m(x, t, uncond), m(xs, t, cond)
         want = denoised(x, sigma, cfg_velocity(m, cond, uncond, 3.0, 0.7, fixed)(x, sigma))
     got = motion_guided_denoised(x, denoised(x, sigma, v_u + 3.0 * (v_c - v_u)), denoised(x, sigma, v_c), xs,
                                  denoised(xs, sigma, v_s), 0.7)
