@@ -39,7 +39,7 @@ from sgmd.noise import CLIP_LATENT_SHAPE, noise_and_generator, noise_for_seeds  
 from sgmd.samplers import DEFAULT_GUIDANCE, cfg_combine, cfg_velocity, sample_few_step, sample_teacher  # noqa: E402
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas, teacher_sigmas  # noqa: E402
 from sgmd.teacher_sampling import file_motion_guidance, motion_guidance_of, still_pattern_of  # noqa: E402
-from sgmd.weights import atomic_write, load_wan, read_safetensors, read_wan_config  # noqa: E402
+from sgmd.weights import atomic_write, load_wan, read_metadata, read_safetensors  # noqa: E402
 
 DEFAULT_SEEDS = 4
 BATCH_SIZE = 16
@@ -121,12 +121,11 @@ def generate_teacher(model, prompts, seeds, steps: int = 50, cfg: float = DEFAUL
     """Multi-step CFG Euler samples (empty-prompt uncond; motion guidance `motion` with `still_pattern`
     kept in the still state, see `sgmd.samplers.guided`), decoded -> uint8 `[N, T, H, W, 3]`."""
     device, dtype = _device_dtype(model)
-    fixed = still_pattern if motion else None
 
     def velocity_for(ps):
         cond = text.encode_text(ps).to(device, dtype)
         uncond = text.encode_text([""] * len(ps)).to(device, dtype)
-        return cfg_velocity(model, cond, uncond, cfg, motion, fixed)
+        return cfg_velocity(model, cond, uncond, cfg, motion, still_pattern)
 
     return _sample(velocity_for, prompts, seeds, teacher_sigmas(steps, shift), device, dtype, batch_size)
 
@@ -410,13 +409,12 @@ def teacher_cache_path(teacher_path: str, seeds: int, steps: int = 50, cfg: floa
 
 
 def evaluate_run(teacher_path: str, generator_path: str, out: str, seeds: int = DEFAULT_SEEDS, full: bool = False,
-                 device: str = "cpu", cfg: float = DEFAULT_GUIDANCE, motion: float | None = None) -> int:
+                 device: str = "cpu", cfg: float = DEFAULT_GUIDANCE) -> int:
     """The end of a default `training/run.py`: student (recipe from its file) vs teacher on the
     evaluation set, summary printed, files in `out`. The teacher is sampled at the CFG the student was
-    distilled toward (`cfg`) and with the motion guidance its file records (`motion` None), which the
-    distillation target may leave out; its clips come from the cache when present, else are sampled (and
-    then cached)."""
-    motion = file_motion_guidance(teacher_path) if motion is None or motion < 0 else motion
+    distilled toward (`cfg`) and with the motion guidance its file records, which the distillation target
+    may leave out; its clips come from the cache when present, else are sampled (and then cached)."""
+    motion = file_motion_guidance(teacher_path)  # passed on, so cached teacher clips are recorded with it
     cache = teacher_cache_path(teacher_path, seeds, cfg=cfg, motion=motion)
     argv = ["--model", teacher_path, "--student-model" if full else "--lora", generator_path, "--recipe-from-lora",
             "--seeds", str(seeds), "--cfg", f"{cfg:g}", "--motion-guidance", f"{motion:g}", "--out", out, "--device", "cpu" if device == "auto" else device]
@@ -450,7 +448,7 @@ def _run(args) -> int:
     else:
         prompts, seeds = eval_prompt_set(args.seeds)
     samples_teacher = bool(args.model) and not (args.exact_teacher or args.teacher_samples)
-    meta = read_wan_config(args.model)[1] if samples_teacher else {}  # the file says how it is sampled
+    meta = read_metadata(args.model) if samples_teacher else {}  # the file says how it is sampled
     if args.motion_guidance is None:
         args.motion_guidance = motion_guidance_of(meta)
     settings = {"model": args.model, "teacher": {"steps": args.steps, "cfg": args.cfg, "shift": args.shift,

@@ -15,7 +15,7 @@ from sgmd.objectives import make_objective
 from sgmd.recipe import SamplingRecipe
 from sgmd.schedules import student_sigmas
 from sgmd.teacher_sampling import motion_guidance_of, still_pattern_of
-from sgmd.weights import file_sha256, load_wan, read_safetensors, read_wan_config
+from sgmd.weights import file_sha256, load_wan, read_metadata, read_safetensors
 from training import distributed
 from training.checkpoint import (Checkpoint, checkpoint_dir, latest_checkpoint, list_checkpoints, read_checkpoint,
                                  remove_temp_files, write_checkpoint)
@@ -150,7 +150,7 @@ def build(cfg: DistillConfig) -> Run:
     source = make_prompt_source(cfg.prompts)
     frozen_dtype = torch.float32 if cfg.full or cfg.dtype == "fp32" else {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     teacher = load_wan(teacher_path, dtype=frozen_dtype, device=device)
-    teacher_meta = read_wan_config(teacher_path)[1]
+    teacher_meta = read_metadata(teacher_path)
     if cfg.motion_guidance < 0:  # resolved here, so checkpoints and exports record the value used
         cfg.motion_guidance = motion_guidance_of(teacher_meta)
     _check_sizes(cfg, teacher.cfg, source)
