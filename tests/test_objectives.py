@@ -370,23 +370,63 @@ def test_sgmd_generator_gradient_same_with_gradient_checkpointing(wan_setup):
     model.gradient_checkpointing = False
 
 
-def test_dmd2_gan_head(wan_setup):
-    model, roles = wan_setup
-    real = torch.randn(2, 16, 2, 4, 4)
-    gan = GANTerm(model, real_latents=lambda batch: real)
-    objective = make_objective("dmd2", gan=gan)
-    assert objective.extra_fake_parameters() == gan.parameters()
+def _generator_grads(model, roles, objective, seed):
+    """Generator adapter gradients of one generator phase (fake frozen, as the loop runs it)."""
     for p in adapter_parameters(model, "fake"):
         p.requires_grad_(False)
-    out = objective.generator_loss(roles, wan_batch(1))
+    out = objective.generator_loss(roles, wan_batch(seed))
     out.loss.backward()
-    assert "gan_generator" in out.logs and all(p.grad is None for p in gan.parameters())
-    assert all(p.grad is not None for p in adapter_parameters(model, "generator"))
+    grads = [p.grad.clone() for p in adapter_parameters(model, "generator")]
     model.zero_grad(set_to_none=True)
     for p in adapter_parameters(model, "fake"):
         p.requires_grad_(True)
+    return out, grads
+
+
+@pytest.mark.parametrize("name,fake_passes", [("sgmd", 3), ("dmd2", 11)])
+def test_gan_head_on_either_objective(wan_setup, name, fake_passes):
+    """The GAN plug-in adds exactly the gradient of `w softplus(-D(fake tokens))` to the generator's
+    update (same draws, so weight 0 changes nothing), never trains its head in the generator phase,
+    and trains it in the fake phase on real against generated videos."""
+    model, roles = wan_setup
+    real = torch.randn(2, 16, 2, 4, 4)
+    plain = make_objective(name)
+    gan = GANTerm(model, real_latents=lambda batch: real, generator_weight=0.0)
+    objective = make_objective(name, gan=gan)
+    assert objective.extra_fake_parameters() == gan.parameters() and plain.extra_fake_parameters() == []
+    for obj in (plain, objective):
+        obj.draw_exit_index = lambda batch: 1
+
+    _, without = _generator_grads(model, roles, plain, 1)
+    out, at_zero = _generator_grads(model, roles, objective, 1)
+    assert out.logs["gan_generator"] == 0.0 and all(p.grad is None for p in gan.parameters())
+    for a, b in zip(without, at_zero):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+
+    # the added gradient: that of the generator term alone, through the same fake call on the same x
+    gan.generator_weight = 0.5
+    out, with_gan = _generator_grads(model, roles, objective, 1)
+    assert out.logs["gan_generator"] > 0
+    batch = wan_batch(1)
+    for p in adapter_parameters(model, "fake"):
+        p.requires_grad_(False)
+    _, _, g, s, eps = objective.draw_generator_sample(roles, batch, grad=True)
+    with gan.tap:
+        roles.fake(noised(g, eps, s), s, batch.context)
+    gan.generator_term(gan.logits(train_head=False)).backward()
+    term = [p.grad.clone() for p in adapter_parameters(model, "generator")]
+    model.zero_grad(set_to_none=True)
+    for p in adapter_parameters(model, "fake"):
+        p.requires_grad_(True)
+    assert any(t.abs().max() > 0 for t in term)
+    for a, b, t in zip(without, with_gan, term):
+        torch.testing.assert_close(b - a, t, rtol=1e-3, atol=1e-8)
+
     out = objective.fake_loss(roles, wan_batch(2))
     out.loss.backward()
     assert "gan_discriminator" in out.logs and all(p.grad is not None for p in gan.parameters())
+    model.zero_grad(set_to_none=True)
     p = objective.passes_per_iteration(4)
-    assert p["fake_forward_grad"] == 11 and p["fake_forward_no_grad"] == 0
+    # SGMD: D_F with input grad + 1 fake update + its real-video pass; DMD2: the generator phase's D_F
+    # gains grad, and each of the 5 updates a real-video pass
+    assert p["fake_forward_grad"] == p["backward_fake"] == fake_passes and p["fake_forward_no_grad"] == 0

@@ -175,7 +175,8 @@ def _bad_inputs(tmp, teacher, big_teacher, sgmd_run):
         "unknown objective": (a(objective="avdm3"), "unknown objective"),
         "unknown config key": (a() + ["--config", str(bad_key)], "unknown option 'learning_rate'"),
         "bad number": (a(iterations="many"), "bad value for iterations"),
-        "gan with sgmd": (a(gan=True), "DMD2 option"),
+        "gan at a size the toy task does not render": (a(gan=True), "needs real videos"),
+        "negative gan weight": (a(gan=True, gan_weight=-1), "gan_weight must be a number >= 0"),
         "existing checkpoints without --resume": (a(out=sgmd_run), "--resume"),
     }
 

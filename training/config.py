@@ -101,7 +101,11 @@ class DistillConfig:
                                   group="method")
     lambda_nr: float = _opt(0.1, "SGMD weight of the negative-residual term.", group="method")
     diversity_anchor: bool = _opt(False, "SGMD teacher-anchor diversity term (off by default).", group="method")
-    gan: bool = _opt(False, "DMD2 GAN term (needs real videos; off by default).", group="method")
+    gan: bool = _opt(False, "GAN term (DMD2's; either objective): a head on the fake network's tokens tells noised real "
+                     "videos from generator samples. Needs real videos, which the toy task renders for its prompts. "
+                     "Off by default.", group="method")
+    gan_weight: float = _opt(4e-3, "Generator weight of the GAN term (DMD2: 3e-3 to 5e-3; its discriminator weight is "
+                             "1e-2).", group="method")
     # --- latent size
     latent_frames: int = _opt(toyvideo.FRAMES, "Latent frames of the training videos.", group="size")
     latent_height: int = _opt(toyvideo.SIZE, "Latent height (multiple of the patch size 2).", group="size")
@@ -214,7 +218,7 @@ def finish(cfg: DistillConfig) -> DistillConfig:
     _need(math.isfinite(cfg.guidance) and cfg.guidance > 0, "guidance must be positive (1 = no guidance)", cfg.guidance)
     _need(math.isfinite(cfg.motion_guidance), "motion guidance must be a number (0 = off, negative = from the teacher file)",
           cfg.motion_guidance)
-    for name in ("weight_decay", "lambda_nr"):
+    for name in ("weight_decay", "lambda_nr", "gan_weight"):
         v = getattr(cfg, name)
         _need(math.isfinite(v) and v >= 0, f"{name} must be a number >= 0", v)
     for name in ("iterations", "batch_size", "grad_accum", "lora_rank", "log_every", "checkpoint_every",

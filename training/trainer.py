@@ -235,13 +235,10 @@ def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSo
         options["still_pattern"] = still_pattern_of(teacher_meta, cfg.latent_frames, cfg.latent_height, cfg.latent_width)
     if cfg.objective == "sgmd":
         options["lambda_nr"] = cfg.lambda_nr
-        if cfg.gan:
-            raise SGMDError("--gan is a DMD2 option (use --objective dmd2)")
-    if cfg.objective == "dmd2":
-        if cfg.fake_updates:
-            options["fake_updates_per_generator_update"] = cfg.fake_updates
-        if cfg.gan:
-            options["gan"] = _gan_term(cfg, roles, source)
+    if cfg.objective == "dmd2" and cfg.fake_updates:
+        options["fake_updates_per_generator_update"] = cfg.fake_updates
+    if cfg.gan:
+        options["gan"] = _gan_term(cfg, roles, source)
     return make_objective(cfg.objective, **options)
 
 
@@ -274,7 +271,7 @@ def _gan_term(cfg: DistillConfig, roles: DistillRoles, source: PromptSource):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the head's initialisation
-        return GANTerm(model=roles.models["fake"], real_latents=real_latents)
+        return GANTerm(model=roles.models["fake"], real_latents=real_latents, generator_weight=cfg.gan_weight)
 
 
 def _resume(run: Run) -> None:

@@ -8,8 +8,9 @@ draw, so ranks that share that generator's seed agree on it, as the method requi
 from __future__ import annotations
 
 import math
-
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,9 @@ from ..samplers import UPDATE_RULES, denoised, guided, guided_passes, rollout
 from ..schedules import DEFAULT_STUDENT_SHIFT, sample_score_sigma, student_sigmas, validate_sigmas
 from .base import Batch, LossOutput, Roles
 from .diversity import TeacherAnchor
+
+if TYPE_CHECKING:
+    from .gan import GANTerm
 
 NORMALISER_EPS = 1e-8
 
@@ -67,7 +71,8 @@ def expected_exit_index(num_steps: int, min_exit: int = 0) -> float:
 @dataclass
 class DistillationSetup:
     """Options every distillation objective has: the student's sampler, the teacher's guidance,
-    the score noise level and the optional teacher anchor. SGMD and DMD2 add their own fields."""
+    the score noise level and the optional plug-ins (teacher anchor, GAN head). SGMD and DMD2 add
+    their own fields."""
 
     sigmas: torch.Tensor = field(default_factory=student_sigmas, metadata={
         "help": "student schedule with the final 0 (default: timesteps 1000,750,500,250 at shift 5)"})
@@ -83,6 +88,8 @@ class DistillationSetup:
         "help": "shift of the noise-level distribution of the score terms: s = warp(U{0..999}/1000), clamped to [0.02, 0.98]"})
     diversity: TeacherAnchor | None = field(default=None, metadata={
         "help": "teacher-anchor diversity term (True, a dict of TeacherAnchor options, or None = off)"})
+    gan: "GANTerm | None" = field(default=None, metadata={
+        "help": "optional GAN term on the fake network's tokens (needs real videos); None = off"})
 
     def __post_init__(self):
         self.sigmas = validate_sigmas(torch.as_tensor(self.sigmas, dtype=torch.float32).detach().cpu().reshape(-1))
@@ -161,6 +168,25 @@ class DistillationSetup:
         logs["diversity"] = float(loss.detach())
         return loss
 
+    # the GAN plug-in (method doc s5; its generator side rides on the generator phase's fake call) --
+
+    def extra_fake_parameters(self) -> list:
+        """Parameters the fake optimizer must also own (the GAN head)."""
+        return self.gan.parameters() if self.gan is not None else []
+
+    def gan_tap(self):
+        """Arm the GAN head's token tap around the generator phase's fake call (a no-op when off)."""
+        return self.gan.tap if self.gan is not None else nullcontext()
+
+    def gan_generator_term(self, logs: dict) -> torch.Tensor | float:
+        """Non-saturating generator loss on the tokens of the fake call made inside `gan_tap()`; that
+        call must keep its graph to g."""
+        if self.gan is None:
+            return 0.0
+        term = self.gan.generator_term(self.gan.logits(train_head=False))
+        logs["gan_generator"] = float(term.detach())
+        return term
+
     # the fake-score loss both objectives use ------------------------------------------------
 
     def fake_flow_matching(self, roles: Roles, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -175,8 +201,16 @@ class DistillationSetup:
         return loss, x, s, v, logs
 
     def fake_loss(self, roles: Roles, batch: Batch) -> LossOutput:
-        loss, _, _, _, logs = self.fake_flow_matching(roles, batch)
-        logs["loss"] = logs["flow_matching"]
+        """Flow matching; with the GAN on, plus the discriminator loss (real videos against this
+        phase's generator samples, read from the same fake call)."""
+        with self.gan_tap():
+            loss, _, _, _, logs = self.fake_flow_matching(roles, batch)
+        if self.gan is not None:
+            logits_fake = self.gan.logits(train_head=True)
+            d = self.gan.discriminator_term(roles, batch, logits_fake, self.draw_score_sigma(batch), self.draw_noise(batch))
+            logs["gan_discriminator"] = float(d.detach())
+            loss = loss + d
+        logs["loss"] = float(loss.detach())
         return LossOutput(loss, logs)
 
     # cost accounting -----------------------------------------------------------------------
@@ -192,7 +226,12 @@ class DistillationSetup:
             "backward_generator": 1.0,
         }
 
-    def _add_anchor_passes(self, p: dict) -> dict:
+    def _add_plugin_passes(self, p: dict, fake_updates: int) -> dict:
+        """Add the plug-ins' passes (the GAN's real-video fake passes, the anchor's teacher steps) and
+        the totals."""
+        if self.gan is not None:
+            for k, v in self.gan.passes(fake_updates).items():
+                p[k] += v
         if self.diversity is not None:
             for k, v in self.diversity.passes(self.teacher_passes()).items():
                 p[k] = p.get(k, 0.0) + v

@@ -11,7 +11,6 @@ from ..errors import SGMDError
 from ..samplers import denoised
 from .base import Batch, LossOutput, Roles
 from .common import NORMALISER_EPS, DistillationSetup, noised, score_normaliser
-from .gan import GANTerm
 
 
 def dmd_gradient(g: torch.Tensor, d_fake: torch.Tensor, d_teacher: torch.Tensor) -> torch.Tensor:
@@ -34,8 +33,6 @@ class DMD2(DistillationSetup):
 
     fake_updates_per_generator_update: int = field(default=5, metadata={
         "help": "fake-score updates per generator update (DMD2's two-time-scale rule: 5)"})
-    gan: GANTerm | None = field(default=None, metadata={
-        "help": "optional GAN term (needs real videos); None = off"})
 
     name = "dmd2"
 
@@ -45,41 +42,19 @@ class DMD2(DistillationSetup):
             raise SGMDError(f"fake_updates_per_generator_update must be >= 1; got {self.fake_updates_per_generator_update}")
         self.fake_updates_per_generator_update = int(self.fake_updates_per_generator_update)
 
-    def extra_fake_parameters(self) -> list:
-        """Parameters the fake optimizer must also own (the GAN head)."""
-        return self.gan.parameters() if self.gan is not None else []
-
     def generator_loss(self, roles: Roles, batch: Batch) -> LossOutput:
         k, noise, g, s, eps = self.draw_generator_sample(roles, batch, grad=True)
         logs = {"exit_index": k, "score_sigma": float(s.mean())}
-        extra = 0.0
-        if self.gan is None:
-            with torch.no_grad():
-                x = noised(g.detach(), eps, s)
-                d_fake = denoised(x, s, roles.fake(x, s, batch.context))
-        else:
-            # the same fake pass feeds the GAN head, so it keeps the graph to g (D_F stays a constant)
-            x = noised(g, eps, s)
-            with self.gan.tap:
-                d_fake = denoised(x, s, roles.fake(x, s, batch.context)).detach()
-            extra = self.gan.generator_term(self.gan.logits(train_head=False))
-            logs["gan_generator"] = float(extra.detach())
+        # with the GAN on, the same fake pass feeds its head, so it keeps the graph to g (D_F stays a
+        # constant); without it, DMD computes D_F under no_grad
+        with torch.set_grad_enabled(self.gan is not None and torch.is_grad_enabled()), self.gan_tap():
+            x = noised(g if self.gan is not None else g.detach(), eps, s)
+            d_fake = denoised(x, s, roles.fake(x, s, batch.context)).detach()
+        extra = self.gan_generator_term(logs)
         d_teacher = self.teacher_denoised(roles, x, s, batch)
         loss, terms = dmd_loss(g, d_fake, d_teacher)
         logs.update({k_: float(v) for k_, v in terms.items()}, dmd=float(loss.detach()))
         loss = loss + extra + self.anchor_term(roles, batch, noise, logs)
-        logs["loss"] = float(loss.detach())
-        return LossOutput(loss, logs)
-
-    def fake_loss(self, roles: Roles, batch: Batch) -> LossOutput:
-        if self.gan is None:
-            return super().fake_loss(roles, batch)
-        with self.gan.tap:
-            loss, _, _, _, logs = self.fake_flow_matching(roles, batch)
-        logits_fake = self.gan.logits(train_head=True)
-        d = self.gan.discriminator_term(roles, batch, logits_fake, self.draw_score_sigma(batch), self.draw_noise(batch))
-        logs["gan_discriminator"] = float(d.detach())
-        loss = loss + d
         logs["loss"] = float(loss.detach())
         return LossOutput(loss, logs)
 
@@ -93,7 +68,4 @@ class DMD2(DistillationSetup):
             fake_forward_no_grad=0.0 if gan_on else 1.0,  # D_F of the generator phase
             backward_fake=float(u) + (1.0 if gan_on else 0.0),
         )
-        if gan_on:
-            for key, v in self.gan.passes(u).items():
-                p[key] += v
-        return self._add_anchor_passes(p)
+        return self._add_plugin_passes(p, u)

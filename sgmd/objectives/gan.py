@@ -1,4 +1,5 @@
-"""Optional DMD2 GAN term (method doc s5; off by default, the video DMD trainers drop it).
+"""Optional DMD2 GAN term (method doc s5; off by default, the video DMD trainers drop it). A plug-in
+of either objective: SGMD's generator phase already calls the fake with grad through its input.
 
 A small classifier head reads the fake network's intermediate tokens (one transformer block's
 output, captured by a forward hook) on noised videos. The fake side trains head + fake score to
@@ -93,6 +94,9 @@ class GANTerm:
     hidden: int = field(default=256, metadata={"help": "width of the head's hidden layer"})
 
     def __post_init__(self):
+        if not (self.generator_weight >= 0 and self.discriminator_weight >= 0):
+            raise SGMDError(f"GAN weights must be >= 0; got generator {self.generator_weight}, "
+                            f"discriminator {self.discriminator_weight}")
         blocks = getattr(self.model, "blocks", None)
         if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
             raise SGMDError("the GAN head needs a Wan model with transformer blocks")

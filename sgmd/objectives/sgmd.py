@@ -58,11 +58,12 @@ class SGMD(DistillationSetup):
         k, noise, g, s, eps = self.draw_generator_sample(roles, batch, grad=True)
         x = noised(g, eps, s)  # WITH grad: the fake's input Jacobian carries the gradient to g
         d_teacher = self.teacher_denoised(roles, x, s, batch)
-        d_fake = denoised(x, s, roles.fake(x, s, batch.context))
+        with self.gan_tap():  # the GAN head, when on, reads this same fake call
+            d_fake = denoised(x, s, roles.fake(x, s, batch.context))
         loss, terms = sgmd_generator_loss(g, s, d_fake, d_teacher, self.lambda_nr)
         logs = {k_: float(v) for k_, v in terms.items()}
         logs.update(exit_index=k, score_sigma=float(s.mean()))
-        loss = loss + self.anchor_term(roles, batch, noise, logs)
+        loss = loss + self.gan_generator_term(logs) + self.anchor_term(roles, batch, noise, logs)
         logs["loss"] = float(loss.detach())
         return LossOutput(loss, logs)
 
@@ -74,4 +75,4 @@ class SGMD(DistillationSetup):
             fake_forward_no_grad=0.0,
             backward_fake=1.0 + self.fake_updates_per_generator_update,  # gen phase: input grad only
         )
-        return self._add_anchor_passes(p)
+        return self._add_plugin_passes(p, self.fake_updates_per_generator_update)
