@@ -189,22 +189,15 @@ class DistillationSetup:
 
     # the fake-score loss both objectives use ------------------------------------------------
 
-    def fake_flow_matching(self, roles: Roles, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                      torch.Tensor, dict]:
-        """Flow matching of the fake score on a fresh, fully stop-gradient generator sample.
-        No teacher pass: the fake phase needs none. Returns (loss, x, sigma, v_fake, logs)."""
+    def fake_loss(self, roles: Roles, batch: Batch) -> LossOutput:
+        """Flow matching of the fake score on a fresh, fully stop-gradient generator sample (no teacher
+        pass: the fake phase needs none); with the GAN on, plus the discriminator loss (real videos
+        against these generator samples, read from the same fake call)."""
         k, _, g, s, eps = self.draw_generator_sample(roles, batch, grad=False)
-        x = noised(g, eps, s)
-        v = roles.fake(x, s, batch.context)
+        with self.gan_tap():
+            v = roles.fake(noised(g, eps, s), s, batch.context)
         loss = flow_matching_loss(v, eps, g)
         logs = {"flow_matching": float(loss.detach()), "exit_index": k, "score_sigma": float(s.mean())}
-        return loss, x, s, v, logs
-
-    def fake_loss(self, roles: Roles, batch: Batch) -> LossOutput:
-        """Flow matching; with the GAN on, plus the discriminator loss (real videos against this
-        phase's generator samples, read from the same fake call)."""
-        with self.gan_tap():
-            loss, _, _, _, logs = self.fake_flow_matching(roles, batch)
         if self.gan is not None:
             logits_fake = self.gan.logits(train_head=True)
             d = self.gan.discriminator_term(roles, batch, logits_fake, self.draw_score_sigma(batch), self.draw_noise(batch))

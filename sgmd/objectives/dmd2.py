@@ -48,7 +48,7 @@ class DMD2(DistillationSetup):
         # with the GAN on, the same fake pass feeds its head, so it keeps the graph to g (D_F stays a
         # constant); without it, DMD computes D_F under no_grad
         with torch.set_grad_enabled(self.gan is not None and torch.is_grad_enabled()), self.gan_tap():
-            x = noised(g if self.gan is not None else g.detach(), eps, s)
+            x = noised(g, eps, s)
             d_fake = denoised(x, s, roles.fake(x, s, batch.context)).detach()
         extra = self.gan_generator_term(logs)
         d_teacher = self.teacher_denoised(roles, x, s, batch)
