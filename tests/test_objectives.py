@@ -383,6 +383,28 @@ def _generator_grads(model, roles, objective, seed):
     return out, grads
 
 
+def test_gan_head_reads_the_token_grid(wan_setup):
+    """The head sees the tokens on their frames x height x width grid (a non-cubic latent here) and
+    mixes neighbours: shuffling the tokens changes its logit, where a per-token head averaged over
+    tokens (the first design, blind to speed) would give the same."""
+    model, roles = wan_setup
+    gan = GANTerm(model, real_latents=lambda batch: None)
+    x, ctx = torch.randn(2, 16, 4, 6, 8), torch.randn(2, 4, 4096)
+    roles.fake(x, torch.full((2,), 0.5), ctx)  # unarmed: nothing kept
+    assert gan.tap.tokens is None and gan.tap.grid is None
+    with gan.tap:
+        roles.fake(x, torch.full((2,), 0.5), ctx)
+    assert gan.tap.grid == (4, 3, 4) and gan.tap.tokens.shape == (2, 48, model.cfg.dim)
+    tokens = gan.tap.tokens.detach()
+    shuffled = tokens[:, torch.randperm(48, generator=torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        a, b = gan.head(tokens, gan.tap.grid), gan.head(shuffled, gan.tap.grid)
+    assert a.shape == (2,) and (a - b).abs().min() > 1e-4
+    with pytest.raises(SGMDError, match="do not fill"):
+        gan.head(tokens, (4, 3, 5))
+    gan.tap.remove()
+
+
 @pytest.mark.parametrize("name,fake_passes", [("sgmd", 3), ("dmd2", 11)])
 def test_gan_head_on_either_objective(wan_setup, name, fake_passes):
     """The GAN plug-in adds exactly the gradient of `w softplus(-D(fake tokens))` to the generator's
