@@ -36,7 +36,7 @@ class GANHead(nn.Module):
     """Tokens [B, S, dim] on their (frames, height, width) grid -> one logit per sample: two strided 3D
     convolutions over the grid, averaged, then linear (DMD2's head is strided convolutions too). It
     must mix neighbouring tokens across frames: a per-token MLP averaged over tokens, tried first,
-    could not tell a real 'quickly' clip from a slow or still one even at noise 0.1 (54-64% after 300
+    could not tell a real 'quickly' clip from a slow or still one even at noise 0.1 (57-68% after 300
     Adam steps on the teacher's tokens; this head 100% at noise <= 0.5, 90% at 0.85; docs/tiny-model.md)."""
 
     def __init__(self, dim: int, hidden: int = 64):
