@@ -4,9 +4,9 @@ of either objective: SGMD's generator phase already calls the fake with grad thr
 A small classifier head reads the fake network's intermediate tokens (one transformer block's
 output, captured by a forward hook, on its frames x height x width grid) on noised videos. The fake
 side trains head + fake score to tell noised real videos from noised generator samples; the
-generator gets the non-saturating loss through the fake network's input. Needs real videos: the training loop supplies
-`real_latents(batch) -> [B, C, F, H, W]` clean normalised latents. The head's parameters are
-trained with the fake score: add `GANTerm.parameters()` to the fake optimizer."""
+generator gets the non-saturating loss through the fake network's input. Needs real videos: the
+training loop supplies `real_latents(batch) -> [B, C, F, H, W]` clean normalised latents. The head's
+parameters are trained with the fake score: add `GANTerm.parameters()` to the fake optimizer."""
 from __future__ import annotations
 
 from contextlib import contextmanager
