@@ -29,9 +29,7 @@ from sgmd.objectives.common import noised  # noqa: E402
 from sgmd.objectives.gan import GANHead, TokenTap, gan_discriminator_loss  # noqa: E402
 from sgmd.schedules import sample_score_sigma  # noqa: E402
 from sgmd.weights import load_wan  # noqa: E402
-
-DEFAULT_TEACHER = "models/diffusion_models/sgmd_tiny_teacher.safetensors"
-
+from training.config import DistillConfig, repo_path  # noqa: E402
 
 class TokenMeanHead(nn.Module):
     """The first design: a per-token MLP, averaged over tokens (blind to where each token sits)."""
@@ -57,7 +55,7 @@ def pairs(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default=DEFAULT_TEACHER)
+    p.add_argument("--teacher", default=DistillConfig.teacher, help="Wan file (default: the shipped tiny teacher)")
     p.add_argument("--steps", type=int, default=300, help="Adam steps per head (batch 8 pairs)")
     p.add_argument("--lr", type=float, default=2e-4, help="head learning rate (the fake score's default)")
     p.add_argument("--sigmas", default="0.1,0.3,0.5,0.7,0.85,0.95")
@@ -67,9 +65,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = args.teacher if os.path.exists(args.teacher) else os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), args.teacher)
-    model = load_wan(path).eval().requires_grad_(False)
+    model = load_wan(repo_path(args.teacher)).eval().requires_grad_(False)
     tap = TokenTap(model.blocks[len(model.blocks) // 2], model.patch_embedding)
 
     def both(real, fake, sigma, ctx):
