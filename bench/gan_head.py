@@ -9,9 +9,9 @@ Both heads read the frozen teacher's middle-block tokens (what `GANTerm` taps on
 which starts as the teacher) and are trained with AdamW at the fake score's default rate, as in
 distillation, to tell a real clip of a direction-free "quickly" prompt (label real) from a clip of
 the same prompt that is slow or still (label fake): the student's failure on those prompts
-(docs/tiny-model.md). Training noise levels are drawn as the objectives draw them (`sgmd.schedules.sample_score_sigma`);
-the real and the fake clip of a pair share their noise. It prints each
-head's accuracy on fresh pairs at fixed noise levels (0.5 = chance)."""
+(docs/tiny-model.md). Training noise levels are drawn as the objectives draw them
+(`sgmd.schedules.sample_score_sigma`); the real and the fake clip of a pair share their noise. It
+prints each head's accuracy on fresh pairs at fixed noise levels (0.5 = chance)."""
 from __future__ import annotations
 
 import argparse
@@ -26,10 +26,11 @@ from torch import nn  # noqa: E402
 
 from sgmd import codec, text, toyvideo  # noqa: E402
 from sgmd.objectives.common import noised  # noqa: E402
-from sgmd.objectives.gan import GANHead, TokenTap, gan_discriminator_loss  # noqa: E402
-from sgmd.schedules import sample_score_sigma  # noqa: E402
+from sgmd.objectives.gan import GANTerm, gan_discriminator_loss  # noqa: E402
+from sgmd.schedules import sample_score_sigma, sigma_to_timestep  # noqa: E402
 from sgmd.weights import load_wan  # noqa: E402
 from training.config import DistillConfig, repo_path  # noqa: E402
+
 
 class TokenMeanHead(nn.Module):
     """The first design: a per-token MLP, averaged over tokens (blind to where each token sits)."""
@@ -44,8 +45,10 @@ class TokenMeanHead(nn.Module):
 
 def pairs(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """n direction-free "quickly" prompts: real clips, slow-or-still clips of the same prompts, context."""
-    prompts = [toyvideo.Prompt(list(toyvideo.COLOURS)[int(torch.randint(7, (1,), generator=g))],
-                               toyvideo.SHAPES[int(torch.randint(2, (1,), generator=g))], None, "quickly") for _ in range(n)]
+    colours = list(toyvideo.COLOURS)
+    prompts = [toyvideo.Prompt(colours[int(torch.randint(len(colours), (1,), generator=g))],
+                               toyvideo.SHAPES[int(torch.randint(len(toyvideo.SHAPES), (1,), generator=g))], None, "quickly")
+               for _ in range(n)]
     real = [toyvideo.clip_for_prompt(p, g) for p in prompts]
     slow = [toyvideo.clip_for_prompt(toyvideo.Prompt(p.colour, p.shape, None, ("still", "slowly")[i % 2]), g)
             for i, p in enumerate(prompts)]
@@ -66,22 +69,22 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_wan(repo_path(args.teacher)).eval().requires_grad_(False)
-    tap = TokenTap(model.blocks[len(model.blocks) // 2], model.patch_embedding)
+    torch.manual_seed(args.seed)  # the heads' initialisation
+    term = GANTerm(model, real_latents=lambda batch: None)  # the training term's head and tap (its block choice)
+    heads = {"grid convolutions (GANHead)": term.head, "per-token MLP, mean": TokenMeanHead(model.cfg.dim)}
+    opts = {k: torch.optim.AdamW(h.parameters(), lr=args.lr, betas=(0.0, 0.999), weight_decay=0.01) for k, h in heads.items()}
+    draws = torch.Generator().manual_seed(args.seed + 1)
 
     def both(real, fake, sigma, ctx):
-        """Real and fake of a pair share their noise."""
+        """Tokens of real and fake on the same noise, and their grid."""
         noise = torch.randn(real.shape, generator=draws)
         out = []
         for x in (real, fake):
-            with tap, torch.no_grad():
-                model(noised(x, noise, sigma), 1000 * sigma, ctx)
-            out.append(tap.tokens)
-        return out[0], out[1], tap.grid
+            with term.tap, torch.no_grad():
+                model(noised(x, noise, sigma), sigma_to_timestep(sigma), ctx)
+            out.append(term.tap.tokens)
+        return out[0], out[1], term.tap.grid
 
-    torch.manual_seed(args.seed)
-    heads = {"grid convolutions (GANHead)": GANHead(model.cfg.dim), "per-token MLP, mean": TokenMeanHead(model.cfg.dim)}
-    opts = {k: torch.optim.AdamW(h.parameters(), lr=args.lr, betas=(0.0, 0.999), weight_decay=0.01) for k, h in heads.items()}
-    draws = torch.Generator().manual_seed(args.seed + 1)
     for _ in range(args.steps):  # one draw of tokens serves both heads
         real, fake, ctx = pairs(8, draws)
         t_real, t_fake, grid = both(real, fake, sample_score_sigma(8, draws), ctx)
