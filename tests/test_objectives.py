@@ -13,6 +13,7 @@ from sgmd.objectives import (
     Batch,
     GANTerm,
     TeacherAnchor,
+    TeacherPairs,
     dmd_loss,
     flow_matching_loss,
     make_objective,
@@ -135,9 +136,16 @@ def toy_batch(seed=0, b=2):
     return Batch(context=torch.randn(b, 3, 5, generator=gen), uncond=torch.zeros(b, 3, 5), latent_shape=SHAPE, generator=gen)
 
 
+def toy_pairs(n=5, weight=0.05):
+    gen = torch.Generator().manual_seed(7)
+    return TeacherPairs(noise=torch.randn(n, *SHAPE, generator=gen), context=torch.randn(n, 3, 5, generator=gen),
+                        target=torch.randn(n, *SHAPE, generator=gen), weight=weight)
+
+
 @pytest.mark.parametrize("name,options", [("sgmd", {}), ("dmd2", {}), ("sgmd", {"diversity": True}),
                                           ("dmd2", {"cfg_scale": 1.0, "rule": "renoise"}),
-                                          ("sgmd", {"motion_guidance": 0.5, "diversity": True})])
+                                          ("sgmd", {"motion_guidance": 0.5, "diversity": True}),
+                                          ("dmd2", {"pairs": toy_pairs()}), ("sgmd", {"pairs": toy_pairs(), "diversity": True})])
 def test_pass_counts_match_calls(name, options):
     """Count the real calls for every exit index; their mean is `passes_per_iteration`."""
     obj = make_objective(name, **options)
@@ -237,6 +245,35 @@ def test_teacher_anchor():
     assert SGMD().min_exit_index == 0
     with pytest.raises(SGMDError):
         make_objective("sgmd", diversity=True, sigmas=[0.9, 0.5, 0.0])  # anchor needs sigma 1 first
+
+
+def test_teacher_pairs():
+    """The pair term is `w MSE(G(eps_i, 1, c_i), eps_i - x_i)` on pairs drawn after the objective's own draws,
+    which it leaves as they were (same exit step and Fisher term as without it)."""
+    pairs = toy_pairs(weight=0.3)
+    roles, sigmas_seen = ToyRoles(), []
+    generator = roles.generator
+    roles.generator = lambda x, s, c: (sigmas_seen.append(s), generator(x, s, c))[1]
+    for name in ("sgmd", "dmd2"):
+        plain, with_pairs = make_objective(name), make_objective(name, pairs=pairs)
+        batch = toy_batch(5)
+        ref = plain.generator_loss(roles, batch)
+        i = torch.randint(0, len(pairs), (2,), generator=batch.generator)
+        with torch.no_grad():
+            v = generator(pairs.noise[i], torch.ones(2), pairs.context[i])
+        expected = 0.3 * (v - (pairs.noise[i] - pairs.target[i])).pow(2).mean()
+        sigmas_seen.clear()
+        out = with_pairs.generator_loss(roles, toy_batch(5))
+        assert out.logs["pairs"] == pytest.approx(float(expected), rel=1e-6)
+        assert out.logs["exit_index"] == ref.logs["exit_index"]
+        assert float(out.loss.detach()) == pytest.approx(float(ref.loss.detach()) + float(expected), rel=1e-5)
+        assert torch.equal(sigmas_seen[-1], torch.ones(2))  # the pairs call: the student's first step
+    with pytest.raises(SGMDError, match="first step"):
+        make_objective("sgmd", pairs=pairs, sigmas=[0.9, 0.5, 0.0])
+    with pytest.raises(SGMDError, match="same pairs"):
+        TeacherPairs(noise=pairs.noise, context=pairs.context[:2], target=pairs.target)
+    with pytest.raises(SGMDError, match="run trains"):
+        pairs.check_student(torch.tensor([1.0, 0.0]), (2, 1, 4, 4))
 
 
 def test_make_objective_and_options():

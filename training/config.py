@@ -104,6 +104,11 @@ class DistillConfig:
     gan: bool = _opt(False, "GAN term (DMD2's; either objective): a head on the fake network's tokens tells noised real "
                      "videos from generator samples. Needs real videos, which the toy task renders for its prompts. "
                      "Off by default.", group="method")
+    teacher_pairs: str = _opt("", "Teacher-pair regression (`sgmd.objectives.pairs`; ours, off by default): a file of the "
+                              "teacher's samples from known noises (made once by training/teacher_pairs.py) on which the "
+                              "student's first step is regressed, teaching it which mode its noise picks. \"\" = off.",
+                              group="method")
+    pairs_weight: float = _opt(0.05, "Weight of the teacher-pair regression.", group="method")
     gan_weight: float = _opt(4e-3, "Generator weight of the GAN term (DMD2: 3e-3 to 5e-3; its discriminator weight is "
                              "1e-2).", group="method")
     # --- latent size
@@ -218,7 +223,7 @@ def finish(cfg: DistillConfig) -> DistillConfig:
     _need(math.isfinite(cfg.guidance) and cfg.guidance > 0, "guidance must be positive (1 = no guidance)", cfg.guidance)
     _need(math.isfinite(cfg.motion_guidance), "motion guidance must be a number (0 = off, negative = from the teacher file)",
           cfg.motion_guidance)
-    for name in ("weight_decay", "lambda_nr", "gan_weight"):
+    for name in ("weight_decay", "lambda_nr", "gan_weight", "pairs_weight"):
         v = getattr(cfg, name)
         _need(math.isfinite(v) and v >= 0, f"{name} must be a number >= 0", v)
     for name in ("iterations", "batch_size", "grad_accum", "lora_rank", "log_every", "checkpoint_every",

@@ -239,7 +239,20 @@ def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSo
         options["fake_updates_per_generator_update"] = cfg.fake_updates
     if cfg.gan:
         options["gan"] = _gan_term(cfg, roles, source)
+    if cfg.teacher_pairs:
+        options["pairs"] = _pairs_term(cfg, sigmas, roles, source)
     return make_objective(cfg.objective, **options)
+
+
+def _pairs_term(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSource):
+    """The teacher pairs, checked against this teacher (hash), schedule and latent size."""
+    from training.teacher_pairs import load_pairs
+
+    pairs = load_pairs(repo_path(cfg.teacher_pairs), file_sha256(repo_path(cfg.teacher), n=64), source.encode,
+                       cfg.pairs_weight)
+    latent = (roles.teacher_model.cfg.in_dim, cfg.latent_frames, cfg.latent_height, cfg.latent_width)
+    pairs.check_student(sigmas, latent)
+    return pairs
 
 
 def _synchronise_exit_index(objective, device) -> None:

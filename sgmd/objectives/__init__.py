@@ -1,5 +1,5 @@
 """Distillation objectives behind one interface (`base.Objective`): SGMD and its DMD2 baseline are
-siblings; optional tricks (teacher anchor, GAN head) are plug-ins. `make_objective(name, **options)`
+siblings; optional tricks (teacher anchor, teacher pairs, GAN head) are plug-ins. `make_objective(name, **options)`
 builds one from config options."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .dmd2 import DMD2, dmd_gradient, dmd_loss
 from .common import flow_matching_loss
 from .diversity import TeacherAnchor
 from .gan import GANTerm
+from .pairs import TeacherPairs
 from .sgmd import SGMD, fisher_loss, negative_residual_loss, sgmd_generator_loss
 
 OBJECTIVES = {"sgmd": SGMD, "dmd2": DMD2}
@@ -29,6 +30,6 @@ def make_objective(name: str, **options) -> Objective:
 
 __all__ = [
     "Batch", "DMD2", "GANTerm", "LossOutput", "OBJECTIVES", "OBJECTIVE_NAMES", "Objective", "Roles", "SGMD",
-    "TeacherAnchor", "dmd_gradient", "dmd_loss", "fisher_loss", "flow_matching_loss", "make_objective",
+    "TeacherAnchor", "TeacherPairs", "dmd_gradient", "dmd_loss", "fisher_loss", "flow_matching_loss", "make_objective",
     "negative_residual_loss", "sgmd_generator_loss",
 ]

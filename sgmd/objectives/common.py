@@ -19,6 +19,7 @@ from ..samplers import UPDATE_RULES, denoised, guided, guided_passes, rollout
 from ..schedules import DEFAULT_STUDENT_SHIFT, sample_score_sigma, student_sigmas, validate_sigmas
 from .base import Batch, LossOutput, Roles
 from .diversity import TeacherAnchor
+from .pairs import TeacherPairs
 
 if TYPE_CHECKING:
     from .gan import GANTerm
@@ -71,7 +72,7 @@ def expected_exit_index(num_steps: int, min_exit: int = 0) -> float:
 @dataclass
 class DistillationSetup:
     """Options every distillation objective has: the student's sampler, the teacher's guidance,
-    the score noise level and the optional plug-ins (teacher anchor, GAN head). SGMD and DMD2 add
+    the score noise level and the optional plug-ins (teacher anchor, teacher pairs, GAN head). SGMD and DMD2 add
     their own fields."""
 
     sigmas: torch.Tensor = field(default_factory=student_sigmas, metadata={
@@ -90,6 +91,8 @@ class DistillationSetup:
         "help": "teacher-anchor diversity term (True, a dict of TeacherAnchor options, or None = off)"})
     gan: "GANTerm | None" = field(default=None, metadata={
         "help": "optional GAN term on the fake network's tokens (needs real videos); None = off"})
+    pairs: TeacherPairs | None = field(default=None, metadata={
+        "help": "optional teacher-pair regression of the student's first step (precomputed teacher samples); None = off"})
 
     def __post_init__(self):
         self.sigmas = validate_sigmas(torch.as_tensor(self.sigmas, dtype=torch.float32).detach().cpu().reshape(-1))
@@ -104,6 +107,8 @@ class DistillationSetup:
         self.diversity = TeacherAnchor.from_option(self.diversity)
         if self.diversity is not None:
             self.diversity.check_student(self.sigmas)
+        if self.pairs is not None:
+            self.pairs.check_student(self.sigmas)
 
     @classmethod
     def option_names(cls) -> list[str]:
@@ -161,11 +166,18 @@ class DistillationSetup:
         x = x.detach()
         return denoised(x, sigma, self.teacher_velocity(roles, x, sigma, batch))
 
-    def anchor_term(self, roles: Roles, batch: Batch, noise: torch.Tensor, logs: dict) -> torch.Tensor | float:
-        if self.diversity is None:
-            return 0.0
-        loss = self.diversity.loss(roles, batch, noise, lambda x, s: self.teacher_velocity(roles, x, s, batch))
-        logs["diversity"] = float(loss.detach())
+    def first_step_terms(self, roles: Roles, batch: Batch, noise: torch.Tensor, logs: dict) -> torch.Tensor | float:
+        """The plug-ins that regress the student's first step on the teacher: the anchor (from this
+        update's noise) and the teacher pairs (their own noises, drawn last)."""
+        loss = 0.0
+        if self.diversity is not None:
+            term = self.diversity.loss(roles, batch, noise, lambda x, s: self.teacher_velocity(roles, x, s, batch))
+            logs["diversity"] = float(term.detach())
+            loss = loss + term
+        if self.pairs is not None:
+            term = self.pairs.loss(roles, batch)
+            logs["pairs"] = float(term.detach())
+            loss = loss + term
         return loss
 
     # the GAN plug-in (method doc s5; its generator side rides on the generator phase's fake call) --
@@ -220,13 +232,16 @@ class DistillationSetup:
         }
 
     def _add_plugin_passes(self, p: dict, fake_updates: int) -> dict:
-        """Add the plug-ins' passes (the GAN's real-video fake passes, the anchor's teacher steps) and
-        the totals."""
+        """Add the plug-ins' passes (the GAN's real-video fake passes, the anchor's teacher steps, the
+        pairs' generator pass) and the totals."""
         if self.gan is not None:
             for k, v in self.gan.passes(fake_updates).items():
                 p[k] += v
         if self.diversity is not None:
             for k, v in self.diversity.passes(self.teacher_passes()).items():
+                p[k] = p.get(k, 0.0) + v
+        if self.pairs is not None:
+            for k, v in self.pairs.passes().items():
                 p[k] = p.get(k, 0.0) + v
         p["forward_total"] = sum(v for k, v in p.items() if "_forward_" in k)
         p["backward_total"] = sum(v for k, v in p.items() if k.startswith("backward_"))
