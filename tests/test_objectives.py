@@ -136,10 +136,10 @@ def toy_batch(seed=0, b=2):
     return Batch(context=torch.randn(b, 3, 5, generator=gen), uncond=torch.zeros(b, 3, 5), latent_shape=SHAPE, generator=gen)
 
 
-def toy_pairs(n=5, weight=0.05):
+def toy_pairs(n=5, weight=0.05, every_step=False):
     gen = torch.Generator().manual_seed(7)
     return TeacherPairs(noise=torch.randn(n, *SHAPE, generator=gen), context=torch.randn(n, 3, 5, generator=gen),
-                        target=torch.randn(n, *SHAPE, generator=gen), weight=weight)
+                        target=torch.randn(n, *SHAPE, generator=gen), weight=weight, every_step=every_step)
 
 
 @pytest.mark.parametrize("name,options", [("sgmd", {}), ("dmd2", {}), ("sgmd", {"diversity": True}),
@@ -268,6 +268,29 @@ def test_teacher_pairs():
         assert out.logs["exit_index"] == ref.logs["exit_index"]
         assert float(out.loss.detach()) == pytest.approx(float(ref.loss.detach()) + float(expected), rel=1e-5)
         assert torch.equal(sigmas_seen[-1], torch.ones(2))  # the pairs call: the student's first step
+    # every step: the student's own Euler rollout from the pair's noise, exit step k drawn after the pairs
+    deep = toy_pairs(weight=0.3, every_step=True)
+    obj, sigmas = make_objective("sgmd", pairs=deep), make_objective("sgmd").sigmas
+    seen = set()
+    for seed in range(12):
+        batch = toy_batch(seed)
+        make_objective("sgmd").generator_loss(roles, batch)
+        i = torch.randint(0, len(deep), (2,), generator=batch.generator)
+        k = int(torch.randint(0, 4, (1,), generator=batch.generator))
+        seen.add(k)
+        x, c = deep.noise[i], deep.context[i]
+        with torch.no_grad():
+            for j in range(k + 1):
+                s = sigmas[j].expand(2)
+                x0 = x - s.view(-1, 1, 1, 1, 1) * generator(x, s, c)
+                x = x + (sigmas[j + 1] - sigmas[j]) * generator(x, s, c)
+        expected = 0.3 * (x0 - deep.target[i]).pow(2).mean()
+        roles.count()
+        out = obj.generator_loss(roles, toy_batch(seed))
+        assert out.logs["pairs"] == pytest.approx(float(expected), rel=1e-5)
+        assert roles.count().get("generator_forward_no_grad", 0) == out.logs["exit_index"] + k  # the pairs' rollout: k
+    assert seen == {0, 1, 2, 3}
+    assert deep.passes(4) == {"generator_forward_grad": 1.0, "generator_forward_no_grad": 1.5, "backward_generator": 1.0}
     with pytest.raises(SGMDError, match="first step"):
         make_objective("sgmd", pairs=pairs, sigmas=[0.9, 0.5, 0.0])
     with pytest.raises(SGMDError, match="same pairs"):

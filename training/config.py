@@ -109,6 +109,9 @@ class DistillConfig:
                               "student's first step is regressed, teaching it which mode its noise picks. \"\" = off.",
                               group="method")
     pairs_weight: float = _opt(0.05, "Weight of the teacher-pair regression.", group="method")
+    pairs_every_step: bool = _opt(False, "Teacher pairs regress the clean estimate of a uniformly drawn student step "
+                                  "(the student's own rollout from the pair's noise), not only the first step's.",
+                                  group="method")
     gan_weight: float = _opt(4e-3, "Generator weight of the GAN term (DMD2: 3e-3 to 5e-3; its discriminator weight is "
                              "1e-2).", group="method")
     # --- latent size

@@ -106,7 +106,7 @@ def make_pairs(teacher: str, out: str, count: int = 512, seed: int = 0, steps: i
     return out
 
 
-def load_pairs(path: str, teacher_sha256: str, encode, weight: float = 0.05) -> TeacherPairs:
+def load_pairs(path: str, teacher_sha256: str, encode, weight: float = 0.05, every_step: bool = False) -> TeacherPairs:
     """The plug-in from a complete pair file made from this teacher; `encode(prompts)` gives the run's text
     embeddings."""
     prompts, seeds, clips, info = read_pairs(path)
@@ -117,7 +117,8 @@ def load_pairs(path: str, teacher_sha256: str, encode, weight: float = 0.05) -> 
         raise SGMDError(f"{path} is unfinished ({len(prompts)} of {info['count']} pairs): run its command again")
     target = codec.encode(clips.float() / 255)
     noise = noise_for_seeds(seeds.tolist(), (1, *target.shape[1:]))
-    return TeacherPairs(noise=noise, context=encode(prompts), target=target, weight=weight)
+    return TeacherPairs(noise=noise, context=encode(prompts), target=target, weight=weight,
+                        every_step=every_step)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -249,7 +249,7 @@ def _pairs_term(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptS
     from training.teacher_pairs import load_pairs
 
     pairs = load_pairs(repo_path(cfg.teacher_pairs), file_sha256(repo_path(cfg.teacher), n=64), source.encode,
-                       cfg.pairs_weight)
+                       cfg.pairs_weight, cfg.pairs_every_step)
     latent = (roles.teacher_model.cfg.in_dim, cfg.latent_frames, cfg.latent_height, cfg.latent_width)
     pairs.check_student(sigmas, latent)
     return pairs

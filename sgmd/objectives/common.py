@@ -175,7 +175,7 @@ class DistillationSetup:
             logs["diversity"] = float(term.detach())
             loss = loss + term
         if self.pairs is not None:
-            term = self.pairs.loss(roles, batch)
+            term = self.pairs.loss(roles, batch, self.sigmas, self.rule)
             logs["pairs"] = float(term.detach())
             loss = loss + term
         return loss
@@ -241,7 +241,7 @@ class DistillationSetup:
             for k, v in self.diversity.passes(self.teacher_passes()).items():
                 p[k] = p.get(k, 0.0) + v
         if self.pairs is not None:
-            for k, v in self.pairs.passes().items():
+            for k, v in self.pairs.passes(self.num_steps).items():
                 p[k] = p.get(k, 0.0) + v
         p["forward_total"] = sum(v for k, v in p.items() if "_forward_" in k)
         p["backward_total"] = sum(v for k, v in p.items() if k.startswith("backward_"))
