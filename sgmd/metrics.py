@@ -389,6 +389,20 @@ def pixel_diversity(videos, prompts) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+def same_noise_distance(teacher: list[ClipAnalysis], student: list[ClipAnalysis]) -> dict:
+    """How closely a student follows the teacher clip by clip, both sampled from the same noise and
+    prompt: mean Euclidean distance of the fitted start positions (pixels) and velocities (pixels /
+    frame) over the clips valid in both. A student that has learnt which clip each noise gives
+    scores near 0; one that ignores its noise scores about the spread of the teacher's clips."""
+    if len(teacher) != len(student):
+        raise ValueError(f"{len(teacher)} teacher clips against {len(student)} student clips")
+    both = [(t, s) for t, s in zip(teacher, student) if t.valid and s.valid]
+    if not both:
+        return {"start": None, "velocity": None, "n": 0}
+    return {"start": float(np.mean([math.dist(t.start, s.start) for t, s in both])),
+            "velocity": float(np.mean([math.dist(t.velocity, s.velocity) for t, s in both])), "n": len(both)}
+
+
 def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     f = np.asarray(features, dtype=np.float64)
     mu = f.mean(0)

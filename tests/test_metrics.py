@@ -177,6 +177,23 @@ def test_temporal_consistency_drops_with_flicker(gt300):
 # ------------------------------------------------------------------------------ diversity
 
 
+def test_same_noise_distance_measures_rendered_offsets():
+    """Clips rendered 3 px right and 4 px down of the teacher's (same motion) are 5 px away; an invalid
+    clip on either side is left out; velocity offsets are measured the same way."""
+    prompt = "a red circle moving right slowly"
+    c = _clips_for([prompt])[0]
+    c = dataclasses.replace(c, x0=5.0, y0=6.0)
+    teacher = metrics.analyse_clips(toyvideo.render([c, c, c]))
+    moved = metrics.analyse_clips(toyvideo.render([dataclasses.replace(c, x0=8.0, y0=10.0), c, c]))
+    moved[2] = dataclasses.replace(moved[2], valid=False, start=(99.0, 99.0))
+    d = metrics.same_noise_distance(teacher, moved)
+    assert d["n"] == 2 and d["start"] == pytest.approx(5.0 / 2, abs=0.05) and d["velocity"] == pytest.approx(0, abs=0.02)
+    faster = [dataclasses.replace(a, velocity=(a.velocity[0] + 0.6, a.velocity[1] - 0.8)) for a in teacher]
+    assert metrics.same_noise_distance(teacher, faster)["velocity"] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        metrics.same_noise_distance(teacher, teacher[:2])
+
+
 def test_diversity_zero_for_identical_and_grows_with_spread():
     prompt = "a red circle moving right slowly"
     c = _clips_for([prompt])[0]
@@ -344,6 +361,7 @@ def test_cli_on_sample_files(tmp_path, gt300):
     rep = json.loads((out / "metrics.json").read_text())
     assert rep["teacher_bar"] == "PASS" and rep["student_bar"] == "PASS"
     assert rep["student"]["colour_accuracy"] == 1.0 and rep["student"]["fd_to_teacher"] == pytest.approx(0, abs=1e-9)
+    assert rep["student"]["same_noise_distance"] == {"start": 0.0, "velocity": 0.0, "n": rep["student"]["n_valid"]}
     assert os.path.exists(out / "summary.txt")
     assert ev.main(["--model", "missing.safetensors", "--seeds", "1"]) == 2  # one-line error, no traceback
 

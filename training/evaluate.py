@@ -267,6 +267,8 @@ _ROWS = (  # key, label, kind
     ("diversity_pixels", "diversity (pixels, RMS)", "ratio"),
     ("fd", "FD to real clips", "diff"),
     ("fd_to_teacher", "FD student to teacher", "diff"),
+    ("same_noise_distance.start", "start vs teacher, same noise", "diff"),
+    ("same_noise_distance.velocity", "velocity vs teacher, same noise", "diff"),
     ("n_degenerate", "degenerate clips", "count"),
     ("n_clips", "clips", "count"),
 )
@@ -505,9 +507,9 @@ def _run(args) -> int:
     if student_videos is not None:
         student_m = metrics.evaluate_clips(student_videos, prompts, seeds, return_per_clip=True)
     if student_m is not None:
-        tf = metrics.feature_matrix(metrics.analyse_clips(teacher_videos))
-        sf = metrics.feature_matrix(metrics.analyse_clips(student_videos))
-        student_m["fd_to_teacher"] = metrics.feature_frechet_distance(sf, tf)
+        ta, sa = metrics.analyse_clips(teacher_videos), metrics.analyse_clips(student_videos)
+        student_m["fd_to_teacher"] = metrics.feature_frechet_distance(metrics.feature_matrix(sa), metrics.feature_matrix(ta))
+        student_m["same_noise_distance"] = metrics.same_noise_distance(ta, sa)
     checks = quality_checks(teacher_m, student_m)
     summary = format_summary(teacher_m, student_m)
     print(summary)
