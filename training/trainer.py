@@ -159,7 +159,8 @@ def build(cfg: DistillConfig) -> Run:
     if cfg.init_generator:
         tensors, _ = read_safetensors(cfg.init_generator)
         roles.load_state_dict("generator", tensors, source=cfg.init_generator)  # the fake starts from the teacher
-    objective = _objective(cfg, sigmas, roles, source, teacher_meta)
+    teacher_sha256 = file_sha256(teacher_path, n=64)
+    objective = _objective(cfg, sigmas, roles, source, teacher_meta, teacher_sha256)
     _synchronise_exit_index(objective, device)
     params = {"generator": roles.generator_parameters(),
               "fake": roles.fake_parameters() + list(getattr(objective, "extra_fake_parameters", lambda: [])())}
@@ -170,7 +171,7 @@ def build(cfg: DistillConfig) -> Run:
     state = TrainState(rng=torch.Generator().manual_seed(cfg.seed + 1_000_003 * rank))
     ema = EMA(params["generator"], cfg.ema, cfg.ema_start) if cfg.ema is not None else None
     run = Run(cfg, device, roles, objective, source, sigmas, params, optimizers, state,
-              file_sha256(teacher_path, n=64), ema)
+              teacher_sha256, ema)
     _resume(run)
     return run
 
@@ -228,7 +229,8 @@ def _check_sizes(cfg: DistillConfig, model_cfg, source: PromptSource) -> None:
         raise SGMDError(f"prompt embeddings are {dim}-wide but the teacher expects {model_cfg.text_dim}")
 
 
-def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSource, teacher_meta: dict):
+def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSource, teacher_meta: dict,
+               teacher_sha256: str):
     options = dict(sigmas=sigmas, rule=cfg.update_rule, cfg_scale=cfg.guidance, score_shift=cfg.student_shift,
                    diversity=True if cfg.diversity_anchor else None, motion_guidance=cfg.motion_guidance)
     if cfg.motion_guidance:
@@ -240,15 +242,15 @@ def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSo
     if cfg.gan:
         options["gan"] = _gan_term(cfg, roles, source)
     if cfg.teacher_pairs:
-        options["pairs"] = _pairs_term(cfg, sigmas, roles, source)
+        options["pairs"] = _pairs_term(cfg, sigmas, roles, source, teacher_sha256)
     return make_objective(cfg.objective, **options)
 
 
-def _pairs_term(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSource):
+def _pairs_term(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSource, teacher_sha256: str):
     """The teacher pairs, checked against this teacher (hash), schedule and latent size."""
     from training.teacher_pairs import load_pairs
 
-    pairs = load_pairs(repo_path(cfg.teacher_pairs), file_sha256(repo_path(cfg.teacher), n=64), source.encode,
+    pairs = load_pairs(repo_path(cfg.teacher_pairs), teacher_sha256, source.encode,
                        cfg.pairs_weight, cfg.pairs_every_step)
     latent = (roles.teacher_model.cfg.in_dim, cfg.latent_frames, cfg.latent_height, cfg.latent_width)
     pairs.check_student(sigmas, latent)

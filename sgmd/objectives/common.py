@@ -166,9 +166,9 @@ class DistillationSetup:
         x = x.detach()
         return denoised(x, sigma, self.teacher_velocity(roles, x, sigma, batch))
 
-    def first_step_terms(self, roles: Roles, batch: Batch, noise: torch.Tensor, logs: dict) -> torch.Tensor | float:
-        """The plug-ins that regress the student's first step on the teacher: the anchor (from this
-        update's noise) and the teacher pairs (their own noises, drawn last)."""
+    def regression_terms(self, roles: Roles, batch: Batch, noise: torch.Tensor, logs: dict) -> torch.Tensor | float:
+        """The plug-ins that regress the student on the teacher's sample from a given noise: the anchor
+        (this update's noise, first step) and the teacher pairs (their own noises, drawn last)."""
         loss = 0.0
         if self.diversity is not None:
             term = self.diversity.loss(roles, batch, noise, lambda x, s: self.teacher_velocity(roles, x, s, batch))

@@ -54,7 +54,7 @@ class DMD2(DistillationSetup):
         d_teacher = self.teacher_denoised(roles, x, s, batch)
         loss, terms = dmd_loss(g, d_fake, d_teacher)
         logs.update({k_: float(v) for k_, v in terms.items()}, dmd=float(loss.detach()))
-        loss = loss + extra + self.first_step_terms(roles, batch, noise, logs)
+        loss = loss + extra + self.regression_terms(roles, batch, noise, logs)
         logs["loss"] = float(loss.detach())
         return LossOutput(loss, logs)
 

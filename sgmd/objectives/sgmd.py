@@ -63,7 +63,7 @@ class SGMD(DistillationSetup):
         loss, terms = sgmd_generator_loss(g, s, d_fake, d_teacher, self.lambda_nr)
         logs = {k_: float(v) for k_, v in terms.items()}
         logs.update(exit_index=k, score_sigma=float(s.mean()))
-        loss = loss + self.gan_generator_term(logs) + self.first_step_terms(roles, batch, noise, logs)
+        loss = loss + self.gan_generator_term(logs) + self.regression_terms(roles, batch, noise, logs)
         logs["loss"] = float(loss.detach())
         return LossOutput(loss, logs)
 
