@@ -14,7 +14,7 @@ import torch
 from sgmd import codec
 from sgmd.errors import SGMDError
 from sgmd.noise import noise_for_seeds
-from sgmd.weights import file_sha256, read_safetensors, write_safetensors
+from sgmd.weights import file_sha256
 from tiny_run import REPO, RUN_PY, run_args, subprocess_env, write_teacher
 from training.evaluate import generate_teacher
 from training.teacher_pairs import load_pairs, make_pairs, pair_prompts, pair_seeds, read_pairs
@@ -25,10 +25,7 @@ QUIET = lambda *a: None  # noqa: E731
 
 
 def _toy_teacher(path, seed=0):
-    write_teacher(path, seed=seed)
-    tensors, _ = read_safetensors(str(path))
-    write_safetensors(str(path), tensors, {"sgmd_teacher": json.dumps({"codec": codec.CODEC_ID})})
-    return str(path)
+    return write_teacher(path, seed=seed, metadata={"sgmd_teacher": json.dumps({"codec": codec.CODEC_ID})})
 
 
 @pytest.fixture(scope="module")

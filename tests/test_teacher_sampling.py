@@ -12,18 +12,15 @@ import torch
 from sgmd import codec
 from sgmd.errors import SGMDError
 from sgmd.teacher_sampling import file_motion_guidance, motion_guidance_of, set_sampling, still_pattern_of
-from sgmd.weights import read_safetensors, write_safetensors
+from sgmd.weights import read_safetensors
 from tiny_run import REPO, run_args, write_teacher
 
 sys.path.insert(0, os.path.join(REPO, "training"))
 
 
 def _toy_teacher(path) -> str:
-    write_teacher(path)
-    tensors, _ = read_safetensors(str(path))
-    write_safetensors(str(path), tensors, {"sgmd_teacher": json.dumps({"codec": codec.CODEC_ID, "steps": 7}),
-                                           "other": "kept"})
-    return str(path)
+    return write_teacher(path, metadata={"sgmd_teacher": json.dumps({"codec": codec.CODEC_ID, "steps": 7}),
+                                         "other": "kept"})
 
 
 def test_set_sampling_records_the_motion_guidance_and_keeps_everything_else(tmp_path):

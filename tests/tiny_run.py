@@ -13,11 +13,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PY = os.path.join(REPO, "training", "run.py")
 
 
-def write_teacher(path, dim: int = 128, ffn_dim: int = 128, num_layers: int = 1, seed: int = 0) -> str:
+def write_teacher(path, dim: int = 128, ffn_dim: int = 128, num_layers: int = 1, seed: int = 0,
+                  metadata: dict | None = None) -> str:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = WanModel(WanConfig(dim=dim, ffn_dim=ffn_dim, num_layers=num_layers))
-    write_safetensors(str(path), model.state_dict())
+    write_safetensors(str(path), model.state_dict(), metadata)
     return str(path)
 
 

@@ -52,8 +52,12 @@ class ToyPromptSource(PromptSource):
         self.train_set = set(toyvideo.training_prompts())
         super().__init__(sorted(p.text for p in self.train_set), [p.text for p in toyvideo.heldout_prompts()])
 
+    def texts(self, n: int, generator: torch.Generator) -> list[str]:
+        """n training prompts drawn as the teacher saw them (attributes sometimes left out)."""
+        return [toyvideo.random_prompt(generator, self.train_set).text for _ in range(n)]
+
     def draw(self, n, generator):
-        texts = [toyvideo.random_prompt(generator, self.train_set).text for _ in range(n)]
+        texts = self.texts(n, generator)
         return texts, self.encode(texts), self.uncond(n)
 
 

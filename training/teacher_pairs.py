@@ -23,23 +23,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from sgmd import codec, toyvideo  # noqa: E402
+from sgmd import codec  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_for_seeds  # noqa: E402
 from sgmd.objectives.pairs import TeacherPairs  # noqa: E402
 from sgmd.samplers import DEFAULT_GUIDANCE  # noqa: E402
 from sgmd.teacher_sampling import motion_guidance_of, still_pattern_of, teacher_info  # noqa: E402
 from sgmd.weights import file_sha256, load_wan, read_metadata, read_safetensors, write_safetensors  # noqa: E402
+from training.data import ToyPromptSource  # noqa: E402
 
 KEY = "sgmd_pairs"
 SEED_BASE = 10_000_000  # far from the evaluation's seeds (10_000 + 100 * prompt + k)
 
 
 def pair_prompts(count: int, seed: int) -> list[str]:
-    """`count` toy training prompts drawn as the teacher saw them (attributes sometimes left out)."""
-    g = torch.Generator().manual_seed(seed)
-    train = set(toyvideo.training_prompts())
-    return [toyvideo.random_prompt(g, train).text for _ in range(count)]
+    """`count` toy training prompts, drawn as the distillation draws them."""
+    return ToyPromptSource().texts(count, torch.Generator().manual_seed(seed))
 
 
 def pair_seeds(count: int, seed: int) -> list[int]:
