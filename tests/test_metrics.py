@@ -174,6 +174,28 @@ def test_temporal_consistency_drops_with_flicker(gt300):
     assert np.mean([a.consistency for a in metrics.analyse_clips(flicker)]) < base - 0.1
 
 
+def test_paired_accuracy_gaps_match_the_statistics_module():
+    """Gap = mean of student - teacher over clips checked in both; se = stdev / sqrt(n), computed here by
+    the standard library; a clip unchecked on either side is left out."""
+    import random
+    import statistics
+
+    rng = random.Random(3)
+    t = [{"speed": rng.random() < 0.8, "colour": None} for _ in range(60)]
+    s = [{"speed": rng.random() < 0.6, "colour": None} for _ in range(60)]
+    t[5]["speed"], s[7]["speed"] = None, None
+    d = [float(b["speed"]) - float(a["speed"]) for a, b in zip(t, s) if a["speed"] is not None and b["speed"] is not None]
+    g = metrics.paired_accuracy_gaps(t, s, keys=("speed", "colour"))
+    assert g["speed"]["n"] == 58 == len(d)
+    assert g["speed"]["gap"] == pytest.approx(statistics.fmean(d))
+    assert g["speed"]["se"] == pytest.approx(statistics.stdev(d) / math.sqrt(len(d)))
+    assert g["colour"] == {"gap": None, "se": None, "n": 0}
+    same = metrics.paired_accuracy_gaps(t, t, keys=("speed",))["speed"]
+    assert same["gap"] == 0 and same["se"] == 0
+    with pytest.raises(ValueError):
+        metrics.paired_accuracy_gaps(t, s[:3])
+
+
 # ------------------------------------------------------------------------------ diversity
 
 
@@ -362,6 +384,8 @@ def test_cli_on_sample_files(tmp_path, gt300):
     assert rep["teacher_bar"] == "PASS" and rep["student_bar"] == "PASS"
     assert rep["student"]["colour_accuracy"] == 1.0 and rep["student"]["fd_to_teacher"] == pytest.approx(0, abs=1e-9)
     assert rep["student"]["same_noise_distance"] == {"start": 0.0, "velocity": 0.0, "n": rep["student"]["n_valid"]}
+    assert rep["student"]["accuracy_gaps"]["colour"] == {"gap": 0.0, "se": 0.0, "n": 40}
+    assert "+0.0 ±0.0 pts" in (out / "summary.txt").read_text()
     assert os.path.exists(out / "summary.txt")
     assert ev.main(["--model", "missing.safetensors", "--seeds", "1"]) == 2  # one-line error, no traceback
 

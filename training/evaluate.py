@@ -297,7 +297,7 @@ def format_summary(teacher_metrics: dict, student_metrics: dict | None = None) -
     quality bar marked (ok / FAIL) next to each checked value."""
     checks = quality_checks(teacher_metrics, student_metrics)
     mark = {(c["who"], c["measure"]): ("ok" if c["passed"] else "FAIL") for c in checks if c["passed"] is not None}
-    lines = [f"{'measure':30s} {'teacher':>14s} {'student':>14s} {'vs teacher':>12s}", "-" * 73]
+    lines = [f"{'measure':30s} {'teacher':>14s} {'student':>14s} {'vs teacher':>15s}", "-" * 76]
     for key, label, kind in _ROWS:
         t, s = _get(teacher_metrics, key), _get(student_metrics, key)
         tc = _fmt(t, kind) + (f" {mark[('teacher', key)]}" if ("teacher", key) in mark else "")
@@ -305,18 +305,21 @@ def format_summary(teacher_metrics: dict, student_metrics: dict | None = None) -
         rel = "-"
         if t is not None and s is not None:
             if kind == "pct":
-                rel = f"{100 * (s - t):+.1f} pts"
+                se = _get(student_metrics, f"accuracy_gaps.{key.removesuffix('_accuracy')}.se")
+                rel = f"{100 * (s - t):+.1f}" + (f" ±{100 * se:.1f}" if se is not None else "") + " pts"
             elif kind == "ratio":
                 rel = f"x{s / t:.2f}" if t else "-"
             elif kind in ("diff", "count"):
                 rel = f"{s - t:+.3f}" if kind == "diff" else f"{int(s - t):+d}"
-        lines.append(f"{label:30s} {tc:>14s} {sc if student_metrics is not None else '':>14s} {rel:>12s}")
-    lines.append("-" * 73)
+        lines.append(f"{label:30s} {tc:>14s} {sc if student_metrics is not None else '':>14s} {rel:>15s}")
+    lines.append("-" * 76)
     bar = (f"teacher bar (colour >= 95%, direction >= 90%, speed >= 85%): {_verdict(checks, 'teacher')}")
     lines.append(bar)
     if student_metrics is not None:
         lines.append("student bar (accuracies within 5 pts, motion >= 0.9x, diversity >= 0.8x): "
                      + _verdict(checks, "student"))
+        if _get(student_metrics, "accuracy_gaps") is not None:
+            lines.append("(± = standard error of the paired student-teacher gap over these clips; the bar reads the gap)")
     return "\n".join(lines)
 
 
@@ -510,6 +513,8 @@ def _run(args) -> int:
         ta, sa = metrics.analyse_clips(teacher_videos), metrics.analyse_clips(student_videos)
         student_m["fd_to_teacher"] = metrics.feature_frechet_distance(metrics.feature_matrix(sa), metrics.feature_matrix(ta))
         student_m["same_noise_distance"] = metrics.same_noise_distance(ta, sa)
+        student_m["accuracy_gaps"] = metrics.paired_accuracy_gaps([c["checks"] for c in teacher_m["per_clip"]],
+                                                                  [c["checks"] for c in student_m["per_clip"]])
     checks = quality_checks(teacher_m, student_m)
     summary = format_summary(teacher_m, student_m)
     print(summary)
