@@ -435,6 +435,28 @@ def test_evaluate_needs_a_model_unless_the_teacher_is_exact_or_given(tmp_path):
     assert ev.main(["--exact-teacher", "--teacher-samples", "t.npz", "--seeds", "1"]) == 2  # two teachers
 
 
+@pytest.mark.parametrize("seeds", [4, 16])
+def test_shipped_teacher_clips_are_what_the_evaluator_samples(seeds):
+    """Each shipped cache holds the evaluation set in order (`eval_prompt_set`), and two of its clips
+    (the first, and one from the last seeds) resampled here with the shipped teacher's settings match."""
+    from sgmd.teacher_sampling import still_pattern_of
+    from sgmd.weights import load_wan, read_metadata
+
+    teacher = os.path.join(os.path.dirname(ev.SHIPPED_EVAL_DIR), "diffusion_models", "sgmd_tiny_teacher.safetensors")
+    path = ev.teacher_cache_path(teacher, seeds)
+    assert os.path.dirname(path) == ev.SHIPPED_EVAL_DIR, f"no shipped clips for {seeds} seeds"
+    videos, prompts, clip_seeds = ev.read_samples_npz(path)
+    assert (prompts, clip_seeds) == tuple(map(list, ev.eval_prompt_set(seeds)))
+    meta = read_metadata(teacher)
+    motion = ev.file_motion_guidance(teacher)
+    model = load_wan(teacher, torch.float32, "cpu").eval()
+    pick = [0, len(prompts) - 1]
+    again = ev.generate_teacher(model, [prompts[i] for i in pick], [clip_seeds[i] for i in pick], motion=motion,
+                                still_pattern=still_pattern_of(meta, *CLIP_LATENT_SHAPE[2:]))
+    diff = np.abs(again.astype(int) - videos[pick].astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.01
+
+
 def test_teacher_clip_cache_is_the_shipped_one_or_outside_the_checkout(tmp_path, monkeypatch):
     """The shipped teacher's evaluation clips are read from `models/eval/`; another teacher's cache
     path lies in the user cache ($XDG_CACHE_HOME), never in the repo, named by the file's hash."""
