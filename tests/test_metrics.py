@@ -439,7 +439,7 @@ def test_evaluate_needs_a_model_unless_the_teacher_is_exact_or_given(tmp_path):
 def test_shipped_teacher_clips_are_what_the_evaluator_samples(seeds):
     """Each shipped cache holds the evaluation set in order (`eval_prompt_set`), and two of its clips
     (the first, and one from the last seeds) resampled here with the shipped teacher's settings match."""
-    from sgmd.teacher_sampling import still_pattern_of
+    from sgmd.teacher_sampling import motion_guidance_of, still_pattern_of
     from sgmd.weights import load_wan, read_metadata
 
     teacher = os.path.join(os.path.dirname(ev.SHIPPED_EVAL_DIR), "diffusion_models", "sgmd_tiny_teacher.safetensors")
@@ -448,7 +448,7 @@ def test_shipped_teacher_clips_are_what_the_evaluator_samples(seeds):
     videos, prompts, clip_seeds = ev.read_samples_npz(path)
     assert (prompts, clip_seeds) == tuple(map(list, ev.eval_prompt_set(seeds)))
     meta = read_metadata(teacher)
-    motion = ev.file_motion_guidance(teacher)
+    motion = motion_guidance_of(meta)
     model = load_wan(teacher, torch.float32, "cpu").eval()
     pick = [0, len(prompts) - 1]
     again = ev.generate_teacher(model, [prompts[i] for i in pick], [clip_seeds[i] for i in pick], motion=motion,
