@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_wan(args.model, torch.float32, "cpu").eval()
-    prompts, seeds = eval_prompt_set()
+    prompts, seeds = eval_prompt_set(4)  # the 4-seed set its documented figures were measured on
     keep = [i for i, q in enumerate(prompts) if toyvideo.Prompt.parse(q).speed]
     prompts, seeds = [prompts[i] for i in keep], [seeds[i] for i in keep]
     parsed = [toyvideo.Prompt.parse(q) for q in prompts]

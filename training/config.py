@@ -15,6 +15,7 @@ from sgmd import toyvideo
 from sgmd.errors import SGMDError
 from sgmd.samplers import DEFAULT_GUIDANCE
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas
+from training.evaluate import DEFAULT_SEEDS as DEFAULT_EVAL_SEEDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = ("sgmd", "dmd2")
@@ -136,7 +137,7 @@ class DistillConfig:
     evaluate: bool = _opt(True, "After training on the toy task (default prompts), evaluate the 4-step generator on "
                           "the held-out prompt set (`training/evaluate.py`) and print the summary beside the teacher's "
                           "figures (the shipped teacher's clips ship in models/eval/; other teachers' are cached in ~/.cache/sgmd/eval/).", group="runtime")
-    eval_seeds: int = _opt(4, "Seeds per prompt of that evaluation (25 prompts).", group="runtime")
+    eval_seeds: int = _opt(DEFAULT_EVAL_SEEDS, "Seeds per prompt of that evaluation (25 prompts; 4 is the quick look, its gaps' standard errors as wide as the 5-point bar).", group="runtime")
     max_nonfinite: int = _opt(5, "Stop when more than N consecutive steps have a non-finite loss or gradient (each "
                               "one is skipped with a warning).", group="runtime")
 
