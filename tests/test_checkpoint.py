@@ -77,7 +77,8 @@ def test_atomic_write_keeps_the_old_checkpoint_when_a_write_fails(teacher, tmp_p
 
 @pytest.mark.parametrize("objective, rule", [("sgmd", "euler"), ("dmd2", "renoise")])
 def test_killed_then_resumed_run_equals_an_uninterrupted_one(teacher, tmp_path, monkeypatch, objective, rule):
-    opts = dict(iterations=4, checkpoint_every=2, objective=objective, update_rule=rule, fake_updates=2)
+    opts = dict(iterations=4, checkpoint_every=2, objective=objective, update_rule=rule, fake_updates=2,
+                ema_start=1)  # the default EMA averages across the kill, so its state must resume too
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     train(_cfg(teacher, straight, **opts))
 
@@ -99,6 +100,21 @@ def test_killed_then_resumed_run_equals_an_uninterrupted_one(teacher, tmp_path, 
     _assert_same_tensors(a, b)  # generator, fake, both AdamW states, RNG
     _assert_same_tensors(_tensors(straight / "generator_lora.safetensors"), _tensors(killed / "generator_lora.safetensors"))
     assert _metrics(straight) == _metrics(killed)
+
+
+def test_exported_generator_is_the_ema_of_the_training_weights(teacher, tmp_path):
+    """EMA d from --ema-start k on: the iterations before k copy the weights, later ones average them.
+    The weights themselves train the same with or without it (p_i: the export of an --ema none run
+    stopped after i iterations); with d = 0.5 and k = 2 the export after 3 is 0.25 p1 + 0.25 p2 + 0.5 p3."""
+    p = [_tensors(train(_cfg(teacher, tmp_path / f"raw{i}", iterations=i, ema="none"))["generator"]) for i in (1, 2, 3)]
+    ema = _tensors(train(_cfg(teacher, tmp_path / "ema", iterations=3, ema=0.5, ema_start=2))["generator"])
+    assert sorted(ema) == sorted(p[2])
+    moved = 0
+    for k in ema:
+        expected = 0.25 * p[0][k] + 0.25 * p[1][k] + 0.5 * p[2][k]
+        torch.testing.assert_close(ema[k], expected, rtol=1e-5, atol=1e-7, msg=k)
+        moved += not torch.equal(p[1][k], p[2][k])
+    assert moved  # the weights did move between iterations, so the average is not trivially p3
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(teacher, tmp_path, capsys):

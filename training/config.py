@@ -72,8 +72,11 @@ class DistillConfig:
     grad_clip: float = _opt(10.0, "Gradient-norm clip for both networks (reference: 10).", group="optimisation")
     fake_updates: Optional[int] = _opt(None, "Fake-score updates per generator update; none = the objective's own "
                                        "(SGMD 1, DMD2 5).", group="optimisation")
-    ema: Optional[float] = _opt(None, "EMA decay of the generator weights (DMD2 option, e.g. 0.99); none = off. The "
-                                "exported generator and the samples use the EMA weights.", group="optimisation")
+    ema: Optional[float] = _opt(0.99, "EMA decay of the generator weights; none = off. The exported generator and the "
+                                "samples use the EMA weights. Ours (the SGMD reference has none, DMD2 makes it an option): "
+                                "on the tiny teacher it stops the last iterations' noise from making 'slowly' quick, and "
+                                "the student then matches the CFG teacher it is distilled toward on every criterion "
+                                "(docs/tiny-model.md). With --full it holds an fp32 copy of the generator.", group="optimisation")
     ema_start: int = _opt(200, "Iteration at which the EMA starts tracking (before: it copies the weights).",
                           group="optimisation")
     # --- networks

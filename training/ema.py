@@ -1,4 +1,5 @@
-"""Exponential moving average of the generator's trainable tensors (DMD2 option)."""
+"""Exponential moving average of the generator's trainable tensors (on by default, 0.99 from iteration 200: the
+export and the samples use it; `--ema none` turns it off)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
