@@ -7,9 +7,9 @@ import torch
 from sgmd import codec, toy_posterior as tp, toyvideo
 
 
-def _brute_force(x_s, s, prompt):
+def _brute_force(x_s, s, prompt, sharpen=1.0):
     """Independent: encode every bank clip in full for every admissible colour and shape, weight it
-    by prior x Gaussian likelihood of the whole latent, average."""
+    by prior x Gaussian likelihood of the whole latent (its log times `sharpen`), average."""
     b = tp.bank()
     p = toyvideo.Prompt.parse(prompt)
     prior = tp.combo_prior(p.direction, p.speed, unconditional=not prompt)
@@ -28,7 +28,7 @@ def _brute_force(x_s, s, prompt):
                 frames = b.masks[rows[chunk]].view(-1, toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE, 1) * torch.tensor(
                     toyvideo.COLOURS[c])
                 x0 = codec.encode(frames).double()
-                logw = lp[chunk] - ((x_s.double() - (1 - s) * x0) ** 2).sum((1, 2, 3, 4)) / (2 * s * s)
+                logw = lp[chunk] - sharpen * ((x_s.double() - (1 - s) * x0) ** 2).sum((1, 2, 3, 4)) / (2 * s * s)
                 new_top = max(top, float(logw.max()))
                 scale = math.exp(top - new_top) if top > -math.inf else 0.0
                 w = torch.exp(logw - new_top)
@@ -52,6 +52,25 @@ def test_posterior_mean_matches_brute_force():
     for i, p in enumerate(prompts):
         want = _brute_force(x_s[i], float(sigma[i]), p)
         assert (got[i].double() - want).abs().max() < 1e-4, p
+
+
+def test_sharpened_posterior_mean_matches_brute_force_and_a_lower_noise_level():
+    """`sharpen` k multiplies the log-likelihood (brute force), which is the exact mean of the state
+    rescaled to the noise level s' = s / (s + sqrt(k) (1 - s)) (the docstring's identity)."""
+    g = torch.Generator().manual_seed(4)
+    prompts = ["a green circle moving quickly", "a white square"]
+    frames = toyvideo.render([toyvideo.clip_for_prompt(toyvideo.Prompt("green", "circle", "left", "quickly"), g)] * 2)
+    x0 = codec.encode(frames)
+    sigma = torch.tensor([0.95, 0.9])
+    x_s = (1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * torch.randn(x0.shape, generator=g)
+    k = 4.0
+    got = tp.posterior_mean(x_s, sigma, prompts, sharpen=k)
+    for i, p in enumerate(prompts):
+        assert (got[i].double() - _brute_force(x_s[i], float(sigma[i]), p, sharpen=k)).abs().max() < 1e-4, p
+    s2 = sigma / (sigma + k ** 0.5 * (1 - sigma))
+    c = ((1 - s2) / (1 - sigma)).view(-1, 1, 1, 1, 1)
+    assert (got - tp.posterior_mean(c * x_s, s2, prompts)).abs().max() < 1e-4
+    assert (got - tp.posterior_mean(x_s, sigma, prompts)).abs().max() > 0.05  # it does sharpen
 
 
 def test_posterior_mean_finds_the_clip_at_low_noise():

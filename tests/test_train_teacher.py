@@ -734,3 +734,39 @@ def test_short_contrast_adds_the_error_of_the_speed_words_effect_on_the_shortene
     (with_term, after), (without_term, after_plain) = loss(blind, 2.0), loss(blind, 0.0)
     torch.testing.assert_close(with_term - without_term, 2.0 * float(effect.pow(2).mean()), rtol=1e-4, atol=1e-8)
     assert torch.equal(after, after_plain)
+
+
+def test_exact_sharpen_regresses_the_exact_clips_onto_the_sharpened_posterior_mean():
+    """`exact_sharpen` k: the clips at sigma >= exact_from regress onto the velocity of the posterior
+    whose log-likelihood is multiplied by k (recomputed here from the replayed draws); the others keep
+    eps - x0; k = 1 is the plain step; the option draws nothing. The model answers the plain targets,
+    so the plain loss is zero and the sharpened one is their mean squared difference."""
+    from sgmd import toy_posterior
+    from sgmd.objectives.common import noised
+
+    prompts, frames, _ = toyvideo.make_batch(8, torch.Generator().manual_seed(0))
+    sigma, x0, eps, used, _ = _replay_step_draws(frames, prompts)
+    x_s = noised(x0, eps, sigma)
+    high = (sigma >= 0.5)[:, None, None, None, None]
+    assert 0 < int(high.sum()) < 8
+    plain_target = torch.where(high, toy_posterior.velocity(x_s, sigma, used), eps - x0)
+    sharp_target = torch.where(high, toy_posterior.velocity(x_s, sigma, used, sharpen=4.0), eps - x0)
+
+    def loss(k):
+        g = torch.Generator().manual_seed(1)
+        out = float(train_teacher.flow_matching_step(lambda x, t, ctx: plain_target, frames, prompts, g, 1.0, 0.5,
+                                                     exact_sharpen=k))
+        return out, torch.rand(1, generator=g)
+
+    plain, after_plain = loss(1.0)
+    sharp, after = loss(4.0)
+    assert plain < 1e-10
+    want = float((plain_target - sharp_target).pow(2).mean())
+    assert want > 1e-6  # sharpening does move the targets (mostly background: a small mean)
+    torch.testing.assert_close(sharp, want, rtol=1e-4, atol=1e-9)
+    assert torch.equal(after, after_plain)
+
+
+def test_exact_sharpen_is_checked():
+    with pytest.raises(SGMDError, match="--exact-sharpen"):
+        train_teacher.main(["--exact-sharpen", "0.5", "--steps", "1", "--out", "/nonexistent/x.safetensors"])

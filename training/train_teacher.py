@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the speed word's contrast against its absence on the --short-travel clips whose "
                         "prompt names a speed and no direction, where the two exact means differ most "
                         "(flow_matching_step; 0 = off)")
+    p.add_argument("--exact-sharpen", type=float, default=1.0,
+                   help="multiply the exact targets' Gaussian log-likelihood by K >= 1: each exact-target clip regresses "
+                        "onto the exact velocity as if its state were less noisy (toy_posterior.posterior_mean; 1 = the "
+                        "exact minimiser). A bias on purpose, against a network that commits less than the posterior")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="compute dtype of the training passes: bf16 = autocast with fp32 master weights, optimizer "
@@ -196,7 +201,7 @@ def train_step(model, forward, opt, g, train_set, args) -> tuple[torch.Tensor, b
         loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from,
                                   args.word_contrast, args.contrast_swap, args.exact_weight, args.noise_contrast,
                                   args.noise_contrast_on, args.word_contrast_on, args.sampled_states, args.short_travel,
-                                  clips, args.short_travel_from, args.short_contrast)
+                                  clips, args.short_travel_from, args.short_contrast, args.exact_sharpen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -258,7 +263,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
                        word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0,
                        noise_contrast: float = 0.0, noise_contrast_on: str = "all", word_contrast_on: str = "all",
                        sampled_states: float = 0.0, short_travel: float = 0.0, clips=None,
-                       short_travel_from: float = 0.0, short_contrast: float = 0.0):
+                       short_travel_from: float = 0.0, short_contrast: float = 0.0, exact_sharpen: float = 1.0):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -313,7 +318,14 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     exact means differ little, and teachers learned "slowly" as a no-op beside its absence; on a clip
     that covers part of its travel they differ most: "slowly" points on to the full travel, no speed
     word back to the still clip it may be (docs/tiny-model.md, v23). Its minimiser is the exact
-    velocity too. It draws nothing."""
+    velocity too. It draws nothing.
+
+    `exact_sharpen` k > 1 replaces every exact velocity above (targets and contrasts alike) by the one
+    whose Gaussian log-likelihood is multiplied by k: at sigma s, the exact answer for the same clip
+    seen at s' = s / (s + sqrt(k) (1 - s)) (`toy_posterior.posterior_mean`). Not the minimiser: a bias
+    toward committing sooner, for a network whose x0 keeps less travel than the posterior's. It draws
+    nothing."""
+    exact_v = exact_velocity if exact_sharpen == 1 else partial(exact_velocity, sharpen=exact_sharpen)
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -344,7 +356,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         if rolled:
             x_in[rolled] = guided_state(model, eps[rolled], sigma[rolled], ctx[rolled])
     if exact:
-        target[exact] = exact_velocity(x_in[exact], sigma[exact], [used[i] for i in exact])
+        target[exact] = exact_v(x_in[exact], sigma[exact], [used[i] for i in exact])
     x_s = x_in[high]
     pairs = []
     if word_contrast > 0:
@@ -374,12 +386,12 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     v, v_sw, v_rn, v_sc = v_all.split([b, len(rows), len(rn), len(sc)])
     loss = _weighted_mse(v, target, weight)
     if pairs:
-        loss = loss + word_contrast * _weighted_mse(v[idx] - v_sw, target[idx] - exact_velocity(x_sw, sig_sw, swapped))
+        loss = loss + word_contrast * _weighted_mse(v[idx] - v_sw, target[idx] - exact_v(x_sw, sig_sw, swapped))
     if rn:
-        t_rn = exact_velocity(x_rn, sigma[rn], [used[i] for i in rn])
+        t_rn = exact_v(x_rn, sigma[rn], [used[i] for i in rn])
         loss = loss + noise_contrast * _weighted_mse(v[rn] - v_rn, target[rn] - t_rn)
     if sc:
-        t_sc = exact_velocity(x_in[sc], sigma[sc], unsped)
+        t_sc = exact_v(x_in[sc], sigma[sc], unsped)
         loss = loss + short_contrast * _weighted_mse(v[sc] - v_sc, target[sc] - t_sc)
     return loss
 
@@ -414,7 +426,7 @@ def motion_swap(prompt: str, drop: bool = False) -> str | None:
     return toyvideo.without(prompt, kind) if drop else toyvideo.with_opposite(prompt, kind)
 
 
-exact_velocity = toy_posterior.velocity  # the minimiser of flow matching on the task
+exact_velocity = toy_posterior.velocity  # the minimiser of flow matching on the task (tests and probes use it)
 
 
 def flow_matching_loss(model, x0, eps, sigma, ctx, target=None, weight=None):
@@ -564,6 +576,9 @@ def main(argv=None) -> int:
     if args.short_contrast < 0 or (args.short_contrast > 0 and not args.short_travel):
         raise SGMDError(f"--short-contrast must be >= 0 and needs --short-travel > 0; got {args.short_contrast:g} "
                         f"with {args.short_travel:g}")
+    if not args.exact_sharpen >= 1 or (args.exact_sharpen != 1 and args.exact_target_from <= 0):
+        raise SGMDError(f"--exact-sharpen must be >= 1 and needs --exact-target-from > 0; got {args.exact_sharpen:g} "
+                        f"with {args.exact_target_from:g}")
     if args.word_contrast_on != "all" and not args.word_contrast:
         raise SGMDError(f"--word-contrast-on {args.word_contrast_on} needs --word-contrast > 0")
     if args.noise_contrast_on != "all" and not args.noise_contrast:
@@ -643,7 +658,7 @@ def main(argv=None) -> int:
             "contrast_swap": args.contrast_swap, "word_contrast_on": args.word_contrast_on,
             "sampled_states": args.sampled_states, "short_travel": args.short_travel,
             "short_travel_from": args.short_travel_from or args.exact_target_from,
-            "short_contrast": args.short_contrast, "exact_weight": args.exact_weight,
+            "short_contrast": args.short_contrast, "exact_weight": args.exact_weight, "exact_sharpen": args.exact_sharpen,
             "noise_contrast": args.noise_contrast, "noise_contrast_on": args.noise_contrast_on,
             "dtype": args.dtype, "compile": args.compile,
         }),
