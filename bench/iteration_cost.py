@@ -1,7 +1,8 @@
 """Seconds per iteration of SGMD vs DMD2 (or, with `--motion`, of SGMD toward the teacher with and without
-its motion guidance), measured side by side in one run (issue 2).
+its motion guidance; with `--merge`, of SGMD with its LoRA adapters merged into the base weight where that
+is cheaper (the default, `sgmd.lora.merge_pays`) and never merged), measured side by side in one run (issue 2).
 
-    python bench/iteration_cost.py [--teacher models/diffusion_models/sgmd_tiny_teacher.safetensors] [--iterations 12] [--rounds 3] [--motion]
+    python bench/iteration_cost.py [--teacher models/diffusion_models/sgmd_tiny_teacher.safetensors] [--iterations 12] [--rounds 3] [--motion | --merge]
 
 Both objectives run the same trainer on the same teacher, batch and LoRA settings. Runs alternate
 (sgmd, dmd2, sgmd, dmd2, ...) so that load from other processes on this shared machine hits both
@@ -17,9 +18,11 @@ import os
 import statistics
 import sys
 import tempfile
+from contextlib import nullcontext
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sgmd.lora import merging  # noqa: E402
 from training.config import parse_config  # noqa: E402
 from training.trainer import build, train  # noqa: E402
 
@@ -38,17 +41,26 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--motion", action="store_true",
                    help="compare SGMD with the teacher file's motion guidance against SGMD with plain CFG")
+    p.add_argument("--merge", action="store_true",
+                   help="compare SGMD with adapters merged where cheaper (the default) against never merged")
     args = p.parse_args(argv)
+    if args.motion and args.merge:
+        p.error("--motion and --merge are separate comparisons; pick one")
     common = ["--teacher", args.teacher, "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
               "--samples", "0", "--no-evaluate", "--checkpoint-every", str(10 ** 6), "--device", "cpu"]
-    variants = ({"sgmd": ["--objective", "sgmd"], "sgmd_plain_cfg": ["--objective", "sgmd", "--motion-guidance", "0"]}
-                if args.motion else {"sgmd": ["--objective", "sgmd"], "dmd2": ["--objective", "dmd2"]})
+    if args.motion:
+        variants = {"sgmd": ["--objective", "sgmd"], "sgmd_plain_cfg": ["--objective", "sgmd", "--motion-guidance", "0"]}
+    elif args.merge:
+        variants = {"sgmd": ["--objective", "sgmd"], "sgmd_unmerged": ["--objective", "sgmd"]}
+    else:
+        variants = {"sgmd": ["--objective", "sgmd"], "dmd2": ["--objective", "dmd2"]}
     results = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for objective in results:
                 out = os.path.join(tmp, f"{objective}_{r}")
-                train(parse_config(common + variants[objective] + ["--out", out]))
+                with merging(False) if objective == "sgmd_unmerged" else nullcontext():
+                    train(parse_config(common + variants[objective] + ["--out", out]))
                 results[objective].append(seconds_per_iteration(out))
                 print(f"round {r + 1} {objective}: {results[objective][-1]:.3f} s/iter", flush=True)
         passes = {o: build(parse_config(common + variants[o] + ["--out", os.path.join(tmp, "p" + o)]))

@@ -39,12 +39,29 @@ _BLOCK_PATH = re.compile(r"^blocks\.\d+\.(.+)$")
 _ADAPTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+_MERGE = True  # see `merging`
+
+
 class _LoraState:
     """Which adapter the whole model runs with; one object shared by every wrapped layer."""
 
     def __init__(self):
         self.active: str | None = None
         self.adapters: list[str] = []
+
+
+def merge_pays(in_features: int, out_features: int, rank: int, tokens: int, param_grads: bool) -> bool:
+    """Whether one call is cheaper as `x @ (W + s up down)^T` than as `x W^T + s (x down^T) up^T`,
+    counting multiply-adds. Unmerged, the adapter adds `r (i + o)` per token forward and about twice
+    that backward (its input gradient and its two weight gradients); merged, the call pays `i o r`
+    once to build the weight and, when the adapter's weights need gradients, a full `i o` weight
+    gradient per token (dW = dy^T x, then down and up's from it). So without weight gradients
+    (rollouts, the frozen fake in the generator phase) merging pays whenever tokens > i o / (i + o);
+    with them only for ranks near the width (4 r (i + o) > i o: the tiny teacher's 64 of 128 does,
+    Wan 1.3B's 64 of 1536 does not)."""
+    if tokens * (in_features + out_features) <= in_features * out_features:
+        return False
+    return not param_grads or 4 * rank * (in_features + out_features) > in_features * out_features
 
 
 class LoRALinear(nn.Linear):
@@ -88,13 +105,26 @@ class LoRALinear(nn.Linear):
         self.lora_alpha[name] = float(alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
         name = self.lora_state.active
         if name is None or name not in self.lora_down:
-            return y
+            return F.linear(x, self.weight, self.bias)
         down, up = self.lora_down[name], self.lora_up[name]
+        scale = self.lora_alpha[name] / down.shape[0]
+        if self._merge(x, down, up):
+            return F.linear(x, torch.addmm(self.weight, up, down, alpha=scale), self.bias)
+        y = F.linear(x, self.weight, self.bias)
         h = F.linear(F.linear(x.to(down.dtype), down), up)
-        return y + (h * (self.lora_alpha[name] / down.shape[0])).to(y.dtype)
+        return y + (h * scale).to(y.dtype)
+
+    def _merge(self, x: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> bool:
+        """Merge only in full fp32 compute: a bf16 cast of `W + dW` would round away a small adapter
+        delta that the unmerged path keeps at its own scale."""
+        if not _MERGE or torch.is_autocast_enabled(x.device.type):
+            return False
+        if not (x.dtype == self.weight.dtype == down.dtype == up.dtype == torch.float32):
+            return False
+        grads = torch.is_grad_enabled() and (down.requires_grad or up.requires_grad)
+        return merge_pays(self.in_features, self.out_features, down.shape[0], x.numel() // self.in_features, grads)
 
     def extra_repr(self) -> str:
         ranks = ", ".join(f"{n}: r{p.shape[0]}" for n, p in self.lora_down.items())
@@ -183,6 +213,19 @@ def active_adapter(model: nn.Module, name: str | None):
         yield model
     finally:
         _state(model).active = prev
+
+
+@contextmanager
+def merging(enabled: bool):
+    """`with merging(False): ...` forbids merging an adapter into the base weight for a call where
+    it would be cheaper (`merge_pays`; the result is the same up to float rounding). Benchmarks
+    measure the gain with it; the default allows it."""
+    global _MERGE
+    prev, _MERGE = _MERGE, bool(enabled)
+    try:
+        yield
+    finally:
+        _MERGE = prev
 
 
 def adapter_names(model: nn.Module) -> list[str]:

@@ -203,3 +203,84 @@ def test_gradient_checkpointing_recomputes_with_the_right_adapter(lora_model):
     model.gradient_checkpointing = False
     for a, b in zip(plain, ckpt):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+# ---- merging an adapter into the base weight for a call (a speed path; the same function) ----
+
+def _layer_with_adapter(rank, in_f=128, out_f=128, seed=3):
+    from sgmd.lora import LoRALinear, _LoraState
+
+    g = torch.Generator().manual_seed(seed)
+    state = _LoraState()
+    layer = LoRALinear(torch.nn.Linear(in_f, out_f), state)
+    layer.weight.requires_grad_(False)
+    layer.bias.requires_grad_(False)
+    layer.add_adapter("generator", rank, alpha=rank / 2, generator=g)
+    with torch.no_grad():
+        layer.lora_up["generator"].normal_(0, 0.1, generator=g)
+    state.adapters.append("generator")
+    state.active = "generator"
+    return layer
+
+
+def _run(layer, x, merge, monkeypatch):
+    """Output and the gradients of x, down and up of one call; counts the merged calls (addmm)."""
+    from sgmd.lora import merging
+
+    calls = []
+    real = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = x.clone().requires_grad_(True)
+    with merging(merge):
+        y = layer(x)
+    (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    down, up = layer.lora_down["generator"], layer.lora_up["generator"]
+    out = (y.detach(), x.grad, down.grad.clone(), up.grad.clone(), len(calls))
+    down.grad, up.grad = None, None
+    monkeypatch.setattr(torch, "addmm", real)
+    return out
+
+
+def test_merged_adapter_call_matches_the_unmerged_one_with_its_gradients(monkeypatch):
+    layer = _layer_with_adapter(rank=64)
+    x = torch.randn(4, 512, 128, generator=torch.Generator().manual_seed(5))
+    merged = _run(layer, x, True, monkeypatch)
+    plain = _run(layer, x, False, monkeypatch)
+    assert merged[-1] == 1 and plain[-1] == 0  # the first really took the merged path
+    for a, b in zip(merged[:4], plain[:4]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # and both are the closed form y = x (W + alpha/r up down)^T + b
+    w = layer.weight + 0.5 * layer.lora_up["generator"] @ layer.lora_down["generator"]
+    torch.testing.assert_close(merged[0], (x @ w.T + layer.bias).detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_merging_is_skipped_where_it_does_not_pay_or_would_round_the_delta(monkeypatch):
+    x = torch.randn(2, 512, 128, generator=torch.Generator().manual_seed(6))
+    # a low rank against the width with adapter gradients: the unmerged path is cheaper
+    assert _run(_layer_with_adapter(rank=8), x, True, monkeypatch)[-1] == 0
+    # ...but a no-grad call (a rollout) merges at any rank
+    layer = _layer_with_adapter(rank=8)
+    calls = []
+    real = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        layer(x)
+    assert calls == [1]
+    calls.clear()
+    # bf16 autocast: W + dW in bf16 would round a small delta away; never merged
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _layer_with_adapter(rank=64)(x)
+    assert calls == []
+
+
+def test_merge_pays_counts_multiply_adds():
+    from sgmd.lora import merge_pays
+
+    # the tiny teacher's rank 64 of width 128 with adapter gradients: 4 r (i + o) = 65536 > i o = 16384
+    assert merge_pays(128, 128, 64, tokens=2048, param_grads=True)
+    # Wan 1.3B's rank 64 of width 1536: 786432 < 2359296, unmerged is cheaper when training the adapter
+    assert not merge_pays(1536, 1536, 64, tokens=32760, param_grads=True)
+    assert merge_pays(1536, 1536, 64, tokens=32760, param_grads=False)
+    # too few tokens to pay for building the i x o weight: tokens (i + o) <= i o
+    assert not merge_pays(128, 128, 64, tokens=64, param_grads=False)
+    assert merge_pays(128, 128, 64, tokens=65, param_grads=False)
