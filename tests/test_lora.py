@@ -223,29 +223,35 @@ def _layer_with_adapter(rank, in_f=128, out_f=128, seed=3):
     return layer
 
 
-def _run(layer, x, merge, monkeypatch):
-    """Output and the gradients of x, down and up of one call; counts the merged calls (addmm)."""
-    from sgmd.lora import merging
-
+@pytest.fixture
+def merges(monkeypatch):
+    """The merged calls so far: the merged path builds its weight with one `torch.addmm`."""
     calls = []
     real = torch.addmm
     monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def _run(layer, x, merge, merges):
+    """Output and the gradients of x, down and up of one call, and how many merged calls it made."""
+    from sgmd.lora import merging
+
+    before = len(merges)
     x = x.clone().requires_grad_(True)
     with merging(merge):
         y = layer(x)
     (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
     down, up = layer.lora_down["generator"], layer.lora_up["generator"]
-    out = (y.detach(), x.grad, down.grad.clone(), up.grad.clone(), len(calls))
+    out = (y.detach(), x.grad, down.grad.clone(), up.grad.clone(), len(merges) - before)
     down.grad, up.grad = None, None
-    monkeypatch.setattr(torch, "addmm", real)
     return out
 
 
-def test_merged_adapter_call_matches_the_unmerged_one_with_its_gradients(monkeypatch):
+def test_merged_adapter_call_matches_the_unmerged_one_with_its_gradients(merges):
     layer = _layer_with_adapter(rank=64)
     x = torch.randn(4, 512, 128, generator=torch.Generator().manual_seed(5))
-    merged = _run(layer, x, True, monkeypatch)
-    plain = _run(layer, x, False, monkeypatch)
+    merged = _run(layer, x, True, merges)
+    plain = _run(layer, x, False, merges)
     assert merged[-1] == 1 and plain[-1] == 0  # the first really took the merged path
     for a, b in zip(merged[:4], plain[:4]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -254,23 +260,19 @@ def test_merged_adapter_call_matches_the_unmerged_one_with_its_gradients(monkeyp
     torch.testing.assert_close(merged[0], (x @ w.T + layer.bias).detach(), rtol=1e-4, atol=1e-5)
 
 
-def test_merging_is_skipped_where_it_does_not_pay_or_would_round_the_delta(monkeypatch):
+def test_merging_is_skipped_where_it_does_not_pay_or_would_round_the_delta(merges):
     x = torch.randn(2, 512, 128, generator=torch.Generator().manual_seed(6))
     # a low rank against the width with adapter gradients: the unmerged path is cheaper
-    assert _run(_layer_with_adapter(rank=8), x, True, monkeypatch)[-1] == 0
+    assert _run(_layer_with_adapter(rank=8), x, True, merges)[-1] == 0
     # ...but a no-grad call (a rollout) merges at any rank
-    layer = _layer_with_adapter(rank=8)
-    calls = []
-    real = torch.addmm
-    monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or real(*a, **k))
     with torch.no_grad():
-        layer(x)
-    assert calls == [1]
-    calls.clear()
+        _layer_with_adapter(rank=8)(x)
+    assert merges == [1]
+    merges.clear()
     # bf16 autocast: W + dW in bf16 would round a small delta away; never merged
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _layer_with_adapter(rank=64)(x)
-    assert calls == []
+    assert merges == []
 
 
 def test_merge_pays_counts_multiply_adds():
