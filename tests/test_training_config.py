@@ -86,3 +86,16 @@ def test_training_on_precomputed_embeddings(tmp_path):
     write_safetensors(str(emb), {"context": torch.randn(2, 7, 4096), "uncond": torch.zeros(1, 7, 4096)})
     outputs = train(parse_config(run_args(teacher, str(tmp_path / "out"), prompts=str(emb))))
     assert os.path.isfile(outputs["generator"]) and os.path.isfile(outputs["samples"])
+
+
+def test_config_does_not_load_the_evaluator():
+    """The run config names the evaluation's default seed count from `training.eval_set`, so parsing
+    a run's options does not import the evaluator (samplers, metrics, codec) in a fresh process."""
+    import subprocess
+    import sys
+    code = ("import sys; from training.config import parse_config, DEFAULT_EVAL_SEEDS; parse_config([]); "
+            "from training.eval_set import DEFAULT_SEEDS; assert DEFAULT_EVAL_SEEDS == DEFAULT_SEEDS; "
+            "print('training.evaluate' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

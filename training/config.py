@@ -15,7 +15,7 @@ from sgmd import toyvideo
 from sgmd.errors import SGMDError
 from sgmd.samplers import DEFAULT_GUIDANCE
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas
-from training.evaluate import DEFAULT_SEEDS as DEFAULT_EVAL_SEEDS
+from training.eval_set import DEFAULT_SEEDS as DEFAULT_EVAL_SEEDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = ("sgmd", "dmd2")
