@@ -27,7 +27,7 @@ from sgmd.noise import CLIP_LATENT_SHAPE, noise_for_seeds  # noqa: E402
 from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity, denoised, model_velocity, sample_teacher  # noqa: E402
 from sgmd.schedules import teacher_sigmas  # noqa: E402
 from sgmd.weights import load_wan  # noqa: E402
-from training.evaluate import eval_prompt_set  # noqa: E402
+from training.eval_set import eval_prompt_set  # noqa: E402
 
 
 def travel(x0: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ same starting noise.
 
 Writes to --out: `metrics.json` (teacher, student, quality-bar checks, settings, per-clip
 analyses), `summary.txt` (the table printed at the end), `teacher_samples.npz`,
-`student_samples.npz`. Measures: `sgmd/metrics.py`. Sample files: `videos` uint8 [N, T, H, W, 3]
-decoded RGB at the native 16x16, `prompts` str [N], `seeds` int64 [N].
+`student_samples.npz`. Measures: `sgmd/metrics.py`; the prompt set and the bar: `training/eval_set.py`.
+Sample files: `videos` uint8 [N, T, H, W, 3] decoded RGB at the native 16x16, `prompts` str [N], `seeds` int64 [N].
 """
 from __future__ import annotations
 
