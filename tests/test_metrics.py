@@ -15,6 +15,7 @@ from sgmd import metrics, toyvideo
 from sgmd.errors import SGMDError
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_and_generator, noise_for_seed, noise_for_seeds
 from training import evaluate as ev
+from training.eval_set import PARTIAL_PROMPTS
 
 torch.set_num_threads(1)
 ACCS = ("colour_accuracy", "shape_accuracy", "direction_accuracy", "speed_accuracy")
@@ -301,10 +302,10 @@ def test_eval_prompt_set():
     prompts, seeds = ev.eval_prompt_set(4)
     held = [p.text for p in toyvideo.heldout_prompts()]
     assert len(held) == 14 and prompts[: 14 * 4 : 4] == held
-    assert len(prompts) == len(seeds) == (14 + len(ev.PARTIAL_PROMPTS)) * 4 and len(set(seeds)) == len(seeds)
+    assert len(prompts) == len(seeds) == (14 + len(PARTIAL_PROMPTS)) * 4 and len(set(seeds)) == len(seeds)
     train = {p.text for p in toyvideo.training_prompts()}
-    parsed = [toyvideo.Prompt.parse(p) for p in ev.PARTIAL_PROMPTS]
-    assert all(p.text in train for p in parsed) and [p.text for p in parsed] == list(ev.PARTIAL_PROMPTS)
+    parsed = [toyvideo.Prompt.parse(p) for p in PARTIAL_PROMPTS]
+    assert all(p.text in train for p in parsed) and [p.text for p in parsed] == list(PARTIAL_PROMPTS)
     assert sum(p.speed is None for p in parsed) == 7
     assert sum(p.speed is None and p.direction is not None for p in parsed) >= 3
     assert sum(p.speed is not None and p.direction is None for p in parsed) >= 3

@@ -40,9 +40,8 @@ from sgmd.samplers import DEFAULT_GUIDANCE, cfg_combine, cfg_velocity, sample_fe
 from sgmd.schedules import DEFAULT_STUDENT_SHIFT, DEFAULT_STUDENT_TIMESTEPS, student_sigmas, teacher_sigmas  # noqa: E402
 from sgmd.teacher_sampling import file_motion_guidance, motion_guidance_of, still_pattern_of  # noqa: E402
 from sgmd.weights import atomic_write, load_wan, read_metadata, read_safetensors  # noqa: E402
-from training.eval_set import (ACCURACIES, DEFAULT_SEEDS, PARTIAL_PROMPTS, SEED_BASE,  # noqa: E402,F401
-                               STUDENT_ACCURACY_TOLERANCE, STUDENT_DIVERSITY_RATIO, STUDENT_MOTION_RATIO,
-                               TEACHER_FLOORS, eval_prompt_set)
+from training.eval_set import (ACCURACIES, DEFAULT_SEEDS, STUDENT_ACCURACY_TOLERANCE, STUDENT_DIVERSITY_RATIO,  # noqa: E402
+                               STUDENT_MOTION_RATIO, TEACHER_FLOORS, eval_prompt_set)
 
 BATCH_SIZE = 16
 
