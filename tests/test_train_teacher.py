@@ -770,3 +770,49 @@ def test_exact_sharpen_regresses_the_exact_clips_onto_the_sharpened_posterior_me
 def test_exact_sharpen_is_checked():
     with pytest.raises(SGMDError, match="--exact-sharpen"):
         train_teacher.main(["--exact-sharpen", "0.5", "--steps", "1", "--out", "/nonexistent/x.safetensors"])
+
+
+def test_exact_sharpen_on_speed_without_direction_sharpens_only_those_prompts():
+    """`exact_sharpen_on="speed-no-direction"`: the exact targets of prompts that name a speed and no
+    direction come from the sharpened posterior, every other prompt's from the exact one; the option
+    draws nothing. Recomputed here from the replayed draws."""
+    from sgmd import toy_posterior
+    from sgmd.objectives.common import noised
+
+    texts = ["a red circle moving quickly", "a blue square moving slowly", "a green circle moving left slowly",
+             "a white square", "a cyan circle moving up", "a yellow square moving quickly",
+             "a magenta circle moving down quickly", "a red square moving slowly"]
+    g = torch.Generator().manual_seed(3)
+    clips = [toyvideo.clip_for_prompt(toyvideo.Prompt.parse(t), g) for t in texts]
+    frames = toyvideo.render(clips)
+    sigma, x0, eps, used, _ = _replay_step_draws(frames, texts, seed=5)  # no prompt dropped; both kinds move
+    x_s = noised(x0, eps, sigma)
+    plain = toy_posterior.velocity(x_s, sigma, used)
+    sharp = toy_posterior.velocity(x_s, sigma, used, sharpen=4.0)
+    chosen = torch.tensor([train_teacher.speed_without_direction(u) for u in used])
+    assert 0 < int(chosen.sum()) < len(texts)
+    want_target = torch.where(chosen[:, None, None, None, None], sharp, plain)
+
+    def loss(on):
+        g = torch.Generator().manual_seed(5)
+        out = float(train_teacher.flow_matching_step(lambda x, t, ctx: plain, frames, texts, g, 1.0, 1e-6,
+                                                     exact_sharpen=4.0, exact_sharpen_on=on))
+        return out, torch.rand(1, generator=g)
+
+    only, after_only = loss("speed-no-direction")
+    everywhere, after_all = loss("all")
+    want = float((plain - want_target).pow(2).mean())
+    assert want > 1e-6
+    # the other prompts' targets move too when sharpened, by a tenth of the chosen ones': a mutation
+    # that sharpens every row fails the first check below
+    assert float((plain - sharp).pow(2).mean()) > 1.05 * want
+    torch.testing.assert_close(only, want, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(everywhere, float((plain - sharp).pow(2).mean()), rtol=1e-4, atol=1e-9)
+    assert everywhere > only
+    assert torch.equal(after_only, after_all)
+
+
+def test_exact_sharpen_on_needs_a_sharpening():
+    with pytest.raises(SGMDError, match="--exact-sharpen-on"):
+        train_teacher.main(["--exact-sharpen-on", "speed-no-direction", "--steps", "1",
+                            "--out", "/nonexistent/x.safetensors"])

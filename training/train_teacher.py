@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply the exact targets' Gaussian log-likelihood by K >= 1: each exact-target clip regresses "
                         "onto the exact velocity as if its state were less noisy (toy_posterior.posterior_mean; 1 = the "
                         "exact minimiser). A bias on purpose, against a network that commits less than the posterior")
+    p.add_argument("--exact-sharpen-on", choices=("all", "speed-no-direction"), default="all",
+                   help="which prompts' exact targets --exact-sharpen sharpens: all, or only those that name a speed and "
+                        "no direction, whose posterior has no still clip to commit to (flow_matching_step)")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="compute dtype of the training passes: bf16 = autocast with fp32 master weights, optimizer "
@@ -201,7 +204,8 @@ def train_step(model, forward, opt, g, train_set, args) -> tuple[torch.Tensor, b
         loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from,
                                   args.word_contrast, args.contrast_swap, args.exact_weight, args.noise_contrast,
                                   args.noise_contrast_on, args.word_contrast_on, args.sampled_states, args.short_travel,
-                                  clips, args.short_travel_from, args.short_contrast, args.exact_sharpen)
+                                  clips, args.short_travel_from, args.short_contrast, args.exact_sharpen,
+                                  args.exact_sharpen_on)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -263,7 +267,8 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
                        word_contrast: float = 0.0, contrast_swap: str = "opposite", exact_weight: float = 1.0,
                        noise_contrast: float = 0.0, noise_contrast_on: str = "all", word_contrast_on: str = "all",
                        sampled_states: float = 0.0, short_travel: float = 0.0, clips=None,
-                       short_travel_from: float = 0.0, short_contrast: float = 0.0, exact_sharpen: float = 1.0):
+                       short_travel_from: float = 0.0, short_contrast: float = 0.0, exact_sharpen: float = 1.0,
+                       exact_sharpen_on: str = "all"):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -324,8 +329,12 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     whose Gaussian log-likelihood is multiplied by k: at sigma s, the exact answer for the same clip
     seen at s' = s / (s + sqrt(k) (1 - s)) (`toy_posterior.posterior_mean`). Not the minimiser: a bias
     toward committing sooner, for a network whose x0 keeps less travel than the posterior's. It draws
-    nothing."""
-    exact_v = exact_velocity if exact_sharpen == 1 else partial(exact_velocity, sharpen=exact_sharpen)
+    nothing. With `exact_sharpen_on="speed-no-direction"` only the exact velocities of prompts that name
+    a speed and no direction are sharpened (a contrast's other prompt follows its own words): there the
+    posterior has no still clip to commit to, and sharpening every prompt made still clips (vS)."""
+    exact_v = (exact_velocity if exact_sharpen == 1 else partial(exact_velocity, sharpen=exact_sharpen)
+               if exact_sharpen_on == "all" else partial(sharpened_where, sharpen=exact_sharpen,
+                                                          where=speed_without_direction))
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -394,6 +403,15 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
         t_sc = exact_v(x_in[sc], sigma[sc], unsped)
         loss = loss + short_contrast * _weighted_mse(v[sc] - v_sc, target[sc] - t_sc)
     return loss
+
+
+def sharpened_where(x_s, sigma, prompts, sharpen: float, where) -> torch.Tensor:
+    """The exact velocity, sharpened by `sharpen` on the rows whose prompt satisfies `where`."""
+    out = exact_velocity(x_s, sigma, prompts)
+    rows = [i for i, p in enumerate(prompts) if where(p)]
+    if rows and sharpen != 1:
+        out[rows] = exact_velocity(x_s[rows], sigma[rows], [prompts[i] for i in rows], sharpen=sharpen)
+    return out
 
 
 @torch.no_grad()
@@ -579,6 +597,8 @@ def main(argv=None) -> int:
     if not args.exact_sharpen >= 1 or (args.exact_sharpen != 1 and args.exact_target_from <= 0):
         raise SGMDError(f"--exact-sharpen must be >= 1 and needs --exact-target-from > 0; got {args.exact_sharpen:g} "
                         f"with {args.exact_target_from:g}")
+    if args.exact_sharpen_on != "all" and args.exact_sharpen == 1:
+        raise SGMDError(f"--exact-sharpen-on {args.exact_sharpen_on} needs --exact-sharpen > 1")
     if args.word_contrast_on != "all" and not args.word_contrast:
         raise SGMDError(f"--word-contrast-on {args.word_contrast_on} needs --word-contrast > 0")
     if args.noise_contrast_on != "all" and not args.noise_contrast:
@@ -659,6 +679,7 @@ def main(argv=None) -> int:
             "sampled_states": args.sampled_states, "short_travel": args.short_travel,
             "short_travel_from": args.short_travel_from or args.exact_target_from,
             "short_contrast": args.short_contrast, "exact_weight": args.exact_weight, "exact_sharpen": args.exact_sharpen,
+            "exact_sharpen_on": args.exact_sharpen_on,
             "noise_contrast": args.noise_contrast, "noise_contrast_on": args.noise_contrast_on,
             "dtype": args.dtype, "compile": args.compile,
         }),
