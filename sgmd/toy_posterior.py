@@ -113,7 +113,8 @@ def bank() -> Bank:
 
 
 @torch.no_grad()
-def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str], sharpen: float = 1.0) -> torch.Tensor:
+def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str],
+                   sharpen: float | list[float] = 1.0) -> torch.Tensor:
     """`E[x0 | x_s, prompt]` for normalised toy latents `x_s` `[N, 16, F, H, W]` at noise levels
     `sigma` `[N]` (in (0, 1]); an empty prompt is the unconditional law. Colour and shape not named
     by a prompt are uniform over the task's values.
@@ -121,7 +122,7 @@ def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str], s
     `sharpen` k > 1 multiplies the Gaussian log-likelihood by k (the prior is kept): the posterior
     mean as if the state were less noisy. Exactly, it is the exact mean at `c x_s` and noise level
     `s' = s / (s + sqrt(k) (1 - s))`, `c = (1 - s') / (1 - s)` (tested). A training target
-    (`train_teacher.py --exact-sharpen`), not the task's law."""
+    (`train_teacher.py --exact-sharpen`), not the task's law. A list gives each row its own k."""
     b = bank()
     n, _, f, h, w = x_s.shape
     if (f, h, w) != (toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE):
@@ -129,6 +130,7 @@ def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str], s
     k0 = codec.encode(torch.zeros(1, f, h, w, 3))[0].double()  # a black clip: -B 1 + position code
     colours = {name: codec.BASIS.double() @ torch.tensor(rgb, dtype=torch.float64) for name, rgb in toyvideo.COLOURS.items()}
     out = torch.empty(x_s.shape, dtype=torch.float64)
+    ks = [float(sharpen)] * n if isinstance(sharpen, (int, float)) else [float(k) for k in sharpen]
     for i in range(n):
         s = float(sigma[i])
         p = toyvideo.Prompt.parse(prompts[i])
@@ -146,7 +148,7 @@ def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str], s
         runs = _runs(b.blocks, [(si, ci) for si in shapes for ci in range(len(_COMBOS)) if log_combo[ci] > -math.inf])
         logits = torch.cat([
             log_combo[b.combo[rows]] + b.log_cell[rows].double()
-            + sharpen * (4 * (1 - s) * (b.masks[rows] @ rho).double().T
+            + ks[i] * (4 * (1 - s) * (b.masks[rows] @ rho).double().T
                          - 4 * (1 - s) ** 2 * (a * a).sum(1, keepdim=True) * b.sqnorm[rows].double()) / (2 * s * s)
             for rows in runs], dim=1) - math.log(len(names))  # [C, K allowed]
         wts = torch.softmax(logits.reshape(-1), 0).reshape(len(names), -1).float()  # over colours and clips
@@ -156,7 +158,8 @@ def posterior_mean(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str], s
     return out.to(x_s.dtype)
 
 
-def velocity(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str], sharpen: float = 1.0) -> torch.Tensor:
+def velocity(x_s: torch.Tensor, sigma: torch.Tensor, prompts: list[str],
+             sharpen: float | list[float] = 1.0) -> torch.Tensor:
     """`E[eps - x0 | x_s, prompt] = (x_s - E[x0 | x_s, prompt]) / sigma`: the minimiser of flow
     matching, i.e. the velocity of a perfectly trained teacher (`sharpen`: see `posterior_mean`)."""
     return (x_s - posterior_mean(x_s, sigma, prompts, sharpen)) / sigma.view(-1, 1, 1, 1, 1)

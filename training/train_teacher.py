@@ -332,9 +332,8 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     nothing. With `exact_sharpen_on="speed-no-direction"` only the exact velocities of prompts that name
     a speed and no direction are sharpened (a contrast's other prompt follows its own words): there the
     posterior has no still clip to commit to, and sharpening every prompt made still clips (vS)."""
-    exact_v = (exact_velocity if exact_sharpen == 1 else partial(exact_velocity, sharpen=exact_sharpen)
-               if exact_sharpen_on == "all" else partial(sharpened_where, sharpen=exact_sharpen,
-                                                          where=speed_without_direction))
+    where = None if exact_sharpen_on == "all" else speed_without_direction
+    exact_v = exact_velocity if exact_sharpen == 1 else partial(sharpened_where, sharpen=exact_sharpen, where=where)
     x0 = codec.encode(frames)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
@@ -405,13 +404,11 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     return loss
 
 
-def sharpened_where(x_s, sigma, prompts, sharpen: float, where) -> torch.Tensor:
-    """The exact velocity, sharpened by `sharpen` on the rows whose prompt satisfies `where`."""
-    out = exact_velocity(x_s, sigma, prompts)
-    rows = [i for i, p in enumerate(prompts) if where(p)]
-    if rows and sharpen != 1:
-        out[rows] = exact_velocity(x_s[rows], sigma[rows], [prompts[i] for i in rows], sharpen=sharpen)
-    return out
+def sharpened_where(x_s, sigma, prompts, sharpen: float, where=None) -> torch.Tensor:
+    """The exact velocity, sharpened by `sharpen` on the rows whose prompt satisfies `where` (every row
+    when it is None), in one pass over the rows."""
+    ks = [sharpen if where is None or where(p) else 1.0 for p in prompts]
+    return exact_velocity(x_s, sigma, prompts, sharpen=ks)
 
 
 @torch.no_grad()
