@@ -201,11 +201,14 @@ def train_step(model, forward, opt, g, train_set, args) -> tuple[torch.Tensor, b
     state = g.get_state()
     while True:
         prompts, frames, clips = toyvideo.make_batch(args.batch_size, g, train_set, args.leave_out_direction)
-        loss = flow_matching_step(forward, frames, prompts, g, args.sigma_shift, args.exact_target_from,
-                                  args.word_contrast, args.contrast_swap, args.exact_weight, args.noise_contrast,
-                                  args.noise_contrast_on, args.word_contrast_on, args.sampled_states, args.short_travel,
-                                  clips, args.short_travel_from, args.short_contrast, args.exact_sharpen,
-                                  args.exact_sharpen_on)
+        # by keyword: fifteen options in a row are easy to misorder, and a swapped pair would still run
+        loss = flow_matching_step(
+            forward, frames, prompts, g, sigma_shift=args.sigma_shift, exact_from=args.exact_target_from,
+            word_contrast=args.word_contrast, contrast_swap=args.contrast_swap, exact_weight=args.exact_weight,
+            noise_contrast=args.noise_contrast, noise_contrast_on=args.noise_contrast_on,
+            word_contrast_on=args.word_contrast_on, sampled_states=args.sampled_states, short_travel=args.short_travel,
+            clips=clips, short_travel_from=args.short_travel_from, short_contrast=args.short_contrast,
+            exact_sharpen=args.exact_sharpen, exact_sharpen_on=args.exact_sharpen_on)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
