@@ -25,6 +25,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sgmd import codec, text, toyvideo  # noqa: E402
+from sgmd.teacher_sampling import file_codec  # noqa: E402
 from sgmd.objectives.common import noised  # noqa: E402
 from sgmd.objectives.gan import GANTerm, gan_discriminator_loss  # noqa: E402
 from sgmd.schedules import sample_score_sigma, sigma_to_timestep  # noqa: E402
@@ -43,8 +44,9 @@ class TokenMeanHead(nn.Module):
         return self.fc2(F.silu(self.fc1(self.norm(tokens.float())))).mean(dim=(1, 2))
 
 
-def pairs(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n direction-free "quickly" prompts: real clips, slow-or-still clips of the same prompts, context."""
+def pairs(n: int, g: torch.Generator, codec_id: str = codec.CODEC_V2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n direction-free "quickly" prompts: real clips, slow-or-still clips of the same prompts (in the
+    teacher's codec), context."""
     colours = list(toyvideo.COLOURS)
     prompts = [toyvideo.Prompt(colours[int(torch.randint(len(colours), (1,), generator=g))],
                                toyvideo.SHAPES[int(torch.randint(len(toyvideo.SHAPES), (1,), generator=g))], None, "quickly")
@@ -52,7 +54,7 @@ def pairs(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch
     real = [toyvideo.clip_for_prompt(p, g) for p in prompts]
     slow = [toyvideo.clip_for_prompt(toyvideo.Prompt(p.colour, p.shape, None, ("still", "slowly")[i % 2]), g)
             for i, p in enumerate(prompts)]
-    return (codec.encode(toyvideo.render(real)), codec.encode(toyvideo.render(slow)),
+    return (codec.encode(toyvideo.render(real), codec_id), codec.encode(toyvideo.render(slow), codec_id),
             text.encode_text([p.text for p in prompts]))
 
 
@@ -69,6 +71,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_wan(repo_path(args.teacher)).eval().requires_grad_(False)
+    codec_id = file_codec(repo_path(args.teacher))
     torch.manual_seed(args.seed)  # the heads' initialisation
     term = GANTerm(model, real_latents=lambda batch: None)  # the training term's head and tap (its block choice)
     heads = {"grid convolutions (GANHead)": term.head, "per-token MLP, mean": TokenMeanHead(model.cfg.dim)}
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
         return out[0], out[1], term.tap.grid
 
     for _ in range(args.steps):  # one draw of tokens serves both heads
-        real, fake, ctx = pairs(8, draws)
+        real, fake, ctx = pairs(8, draws, codec_id)
         t_real, t_fake, grid = both(real, fake, sample_score_sigma(8, draws), ctx)
         for k, head in heads.items():
             loss = gan_discriminator_loss(head(t_real, grid), head(t_fake, grid))

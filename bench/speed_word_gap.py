@@ -25,14 +25,17 @@ import torch  # noqa: E402
 from sgmd import codec, text, toy_posterior, toyvideo  # noqa: E402
 from sgmd.objectives.common import noised  # noqa: E402
 from sgmd.samplers import denoised, model_velocity  # noqa: E402
+from sgmd.teacher_sampling import file_codec  # noqa: E402
 from sgmd.weights import load_wan  # noqa: E402
 from travel_drift import travel  # noqa: E402
 
 
 @torch.no_grad()
-def gap(model, word: str, n: int, shares: list[float], sigmas: list[float], g: torch.Generator):
+def gap(model, word: str, n: int, shares: list[float], sigmas: list[float], g: torch.Generator,
+        codec_id: str = codec.CODEC_V2):
     """Rows `(share, sigma, model with the word, exact with it, model without, exact without)`, mean
-    travel in px over `n` direction-free clips of speed `word`; one batch of clips for every row."""
+    travel in px over `n` direction-free clips of speed `word` (in the model's codec `codec_id`); one
+    batch of clips for every row."""
     pool = {p for p in toyvideo.training_prompts() if p.speed == word and not p.direction}
     prompts, _, clips = toyvideo.make_batch(n, g, pool)
     unsped = [toyvideo.without(p, "speed") for p in prompts]
@@ -40,12 +43,12 @@ def gap(model, word: str, n: int, shares: list[float], sigmas: list[float], g: t
     mean = lambda t: float(travel(t).mean())  # noqa: E731
     rows = []
     for u in shares:
-        x0 = codec.encode(toyvideo.render([toyvideo.shortened(c, u) for c in clips]))
+        x0 = codec.encode(toyvideo.render([toyvideo.shortened(c, u) for c in clips]), codec_id)
         for s in sigmas:
             sig = torch.full((n,), s)
             x = noised(x0, torch.randn(x0.shape, generator=g), sig)
-            rows.append((u, s, mean(denoised(x, sig, with_word(x, sig))), mean(toy_posterior.posterior_mean(x, sig, prompts)),
-                         mean(denoised(x, sig, without(x, sig))), mean(toy_posterior.posterior_mean(x, sig, unsped))))
+            rows.append((u, s, mean(denoised(x, sig, with_word(x, sig))), mean(toy_posterior.posterior_mean(x, sig, prompts, codec_id=codec_id)),
+                         mean(denoised(x, sig, without(x, sig))), mean(toy_posterior.posterior_mean(x, sig, unsped, codec_id=codec_id))))
     return rows
 
 
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
           f"covering a share of their travel (data: {', '.join(f'{w} {toyvideo.expected_travel(w):.2f}' for w in toyvideo.NAMED_SPEEDS)})")
     print(f"{'word':8s} {'share':>5s} {'sigma':>5s} {'with the word':>16s} {'without it':>16s}")
     for word in toyvideo.NAMED_SPEEDS:
-        for u, s, m, e, m0, e0 in gap(model, word, args.clips, shares, sigmas, g):
+        for u, s, m, e, m0, e0 in gap(model, word, args.clips, shares, sigmas, g, file_codec(args.model)):
             print(f"{word:8s} {u:5.2f} {s:5.2f} {m:>8.2f} / {e:<6.2f} {m0:>8.2f} / {e0:<6.2f}")
     return 0
 

@@ -26,6 +26,7 @@ from sgmd import codec, metrics, text, toy_posterior, toyvideo  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_for_seeds  # noqa: E402
 from sgmd.samplers import DEFAULT_GUIDANCE, cfg_velocity, denoised, model_velocity, sample_teacher  # noqa: E402
 from sgmd.schedules import teacher_sigmas  # noqa: E402
+from sgmd.teacher_sampling import file_codec  # noqa: E402
 from sgmd.weights import load_wan  # noqa: E402
 from training.eval_set import eval_prompt_set  # noqa: E402
 
@@ -39,9 +40,10 @@ def travel(x0: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def drift(model_denoiser, guided_velocity, noise: torch.Tensor, prompts: list[str], sigmas: torch.Tensor,
-          at: list[float]) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+          at: list[float], codec_id: str = codec.CODEC_V2) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
     """Run `sample_teacher(guided_velocity)` from `noise`; at the first step at or below each level of
-    `at`, the travel of `model_denoiser(x, sigma)` and of the exact posterior mean at that state x:
+    `at`, the travel of `model_denoiser(x, sigma)` and of the exact posterior mean at that state x (in codec
+    `codec_id`):
     [(sigma, model [B], exact [B])]."""
     pending, out = sorted(at, reverse=True), []
 
@@ -51,7 +53,7 @@ def drift(model_denoiser, guided_velocity, noise: torch.Tensor, prompts: list[st
             while pending and s <= pending[0] + 1e-6:
                 pending.pop(0)
             sig = sigmas[i].expand(len(prompts))
-            out.append((s, travel(model_denoiser(x, sig)), travel(toy_posterior.posterior_mean(x, sig, prompts))))
+            out.append((s, travel(model_denoiser(x, sig)), travel(toy_posterior.posterior_mean(x, sig, prompts, codec_id=codec_id))))
 
     sample_teacher(guided_velocity, noise, sigmas, callback=watch)
     return out
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
     model_cond = model_velocity(model, cond)
     rows = drift(lambda x, s: denoised(x, s, model_cond(x, s)), cfg_velocity(model, cond, uncond, args.cfg),
                  noise_for_seeds(seeds, CLIP_LATENT_SHAPE), prompts, teacher_sigmas(args.steps, args.shift),
-                 [float(s) for s in args.sigmas.split(",")])
+                 [float(s) for s in args.sigmas.split(",")], file_codec(args.model))
     groups = [(f'"{w}", {"a direction" if named else "no direction"}',
                [i for i, q in enumerate(parsed) if q.speed == w and bool(q.direction) == named])
               for w in toyvideo.NAMED_SPEEDS for named in (True, False)]

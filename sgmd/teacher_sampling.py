@@ -34,10 +34,26 @@ def motion_guidance_of(meta: dict) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0 else 0.0
 
 
+def codec_of(meta: dict) -> str | None:
+    """The toy codec a file was trained in (`sgmd.codec`), None when it names no codec we know (real Wan
+    weights, foreign files)."""
+    name = teacher_info(meta).get("codec")
+    return name if name in codec.CODECS.values() else None
+
+
+def file_codec(path: str) -> str:
+    """The toy codec of a teacher file, from its header only; the v2 codec for a file that names none
+    (the toy tools' assumption before v3 existed: they need a toy teacher anyway)."""
+    return codec_of(read_metadata(path)) or codec.CODEC_V2
+
+
 def still_pattern_of(meta: dict, frames: int, height: int, width: int) -> torch.Tensor | None:
-    """What the still state keeps (`samplers.still_state`): the toy codec's position code when the file
-    was trained in that codec, else nothing (a plain frame average)."""
-    if teacher_info(meta).get("codec") == codec.CODEC_ID:
+    """What the still state keeps (`samplers.still_state`): the toy codecs' position code when the file
+    was trained in one (v3's derivative channels are averaged like the rest: a frame average of a
+    clip's derivative is its net travel, which a still clip does not have, so at m > 0 the still
+    state of a v3 teacher is slightly less still than a v2 one's), else nothing (a plain frame
+    average)."""
+    if codec_of(meta):
         return codec.position_code(frames, height, width)
     return None
 
@@ -47,14 +63,33 @@ def file_motion_guidance(path: str) -> float:
     return motion_guidance_of(read_metadata(path))
 
 
-def set_sampling(path: str, motion_guidance: float) -> None:
-    """Record in a teacher file's metadata the motion guidance it is sampled with (atomic rewrite;
-    weights and the rest of the metadata unchanged)."""
-    if not (math.isfinite(motion_guidance) and motion_guidance >= 0):
-        raise SGMDError(f"motion guidance must be >= 0; got {motion_guidance}")
+def distill_defaults_of(meta: dict) -> dict:
+    """The distillation options the file recommends for itself (`set_distill_defaults`; {} when none):
+    `training.config` uses them where neither a config file nor the command line sets the option."""
+    value = teacher_info(meta).get("distill")
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _update_info(path: str, key: str, entry: dict) -> None:
+    """Merge `entry` into the `sgmd_teacher` metadata's `key` (atomic rewrite; weights and the rest of
+    the metadata unchanged)."""
     tensors, meta = read_safetensors(path)
     info = teacher_info(meta)
     if not info:
         raise SGMDError(f"{path} has no {KEY} metadata: not a teacher this project trained")
-    info["sampling"] = {**(info.get("sampling") or {}), "motion_guidance": float(motion_guidance)}
+    info[key] = {**(info.get(key) or {}), **entry}
     write_safetensors(path, tensors, {**meta, KEY: json.dumps(info)})
+
+
+def set_sampling(path: str, motion_guidance: float) -> None:
+    """Record in a teacher file's metadata the motion guidance it is sampled with."""
+    if not (math.isfinite(motion_guidance) and motion_guidance >= 0):
+        raise SGMDError(f"motion guidance must be >= 0; got {motion_guidance}")
+    _update_info(path, "sampling", {"motion_guidance": float(motion_guidance)})
+
+
+def set_distill_defaults(path: str, options: dict) -> None:
+    """Record in a teacher file's metadata the distillation options measured best for it (option name
+    -> value, as `training/config.py` names them; checked there when used). The reference does the
+    same per model: its diversity term is on for one Wan size only."""
+    _update_info(path, "distill", dict(options))

@@ -68,3 +68,37 @@ def test_with_opposite_swaps_only_its_kind_of_word():
             other = "speed" if kind == "direction" else "direction"
             assert getattr(q, other) == getattr(p, other)
             assert getattr(q, kind) == toyvideo.OPPOSITE.get(getattr(p, kind))
+
+
+def test_time_derivative_is_central_differences_with_one_sided_ends():
+    """Closed forms: a quadratic in t has the exact derivative 2t inside (central differences are
+    exact for it) and the one-sided differences 1 and 2F-3 at the ends; and it agrees with torch.gradient."""
+    f = 8
+    t = torch.arange(f, dtype=torch.float64)
+    x = (t * t).view(1, f, 1, 1, 1).expand(2, f, 3, 3, 3)
+    d = codec.time_derivative(x, 1)[0, :, 0, 0, 0]
+    assert torch.equal(d[1:-1], 2 * t[1:-1]) and d[0] == 1 and d[-1] == 2 * f - 3
+    frames = _clips()
+    torch.testing.assert_close(codec.time_derivative(frames, 1), torch.gradient(frames, dim=1)[0])
+    assert torch.equal(codec.time_derivative_matrix(1), torch.zeros(1, 1))  # one frame: nothing moves
+
+
+def test_codec_v3_adds_the_time_derivative_on_its_own_channels():
+    frames = _clips()
+    v2, v3 = codec.encode(frames), codec.encode(frames, codec.CODEC_V3)
+    assert torch.equal(codec.encode(frames, codec.CODEC_V2), v2)  # v2 is the default
+    # BASIS_D: as BASIS (norm 16/3 per column), orthogonal to colour and position code
+    torch.testing.assert_close(codec.BASIS_D.T @ codec.BASIS_D, torch.eye(3) * 16 / 3, atol=1e-5, rtol=0)
+    assert (codec.BASIS_D.T @ codec.BASIS).abs().max() < 1e-5 and (codec.BASIS_D.T @ codec.PLACE).abs().max() < 1e-5
+    extra = torch.einsum("cj,ncfhw->nfhwj", codec.BASIS_D, v3 - v2) / (16 / 3)  # read the derivative back
+    torch.testing.assert_close(extra, 2 * codec.DERIVATIVE_AMPLITUDE * torch.gradient(frames, dim=1)[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(codec.decode(v3), codec.decode(v2), atol=1e-6, rtol=0)  # one decoder for both
+    still = frames[:, :1].expand_as(frames).contiguous()  # a clip that does not move: nothing added
+    torch.testing.assert_close(codec.encode(still, codec.CODEC_V3), codec.encode(still), atol=1e-6, rtol=0)
+    assert codec.derivative_basis(codec.CODEC_V2) is None
+    try:
+        codec.encode(frames, "sgmd-toy-codec-v9")
+    except ValueError as e:
+        assert "unknown toy codec" in str(e)
+    else:
+        raise AssertionError("an unknown codec id was accepted")

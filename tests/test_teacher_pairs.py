@@ -24,8 +24,8 @@ PAIRS_PY = os.path.join(REPO, "training", "teacher_pairs.py")
 QUIET = lambda *a: None  # noqa: E731
 
 
-def _toy_teacher(path, seed=0):
-    return write_teacher(path, seed=seed, metadata={"sgmd_teacher": json.dumps({"codec": codec.CODEC_ID})})
+def _toy_teacher(path, seed=0, codec_id=codec.CODEC_V2):
+    return write_teacher(path, seed=seed, metadata={"sgmd_teacher": json.dumps({"codec": codec_id})})
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,17 @@ def test_pairs_are_the_teachers_clips_for_their_prompts_and_seeds(teacher, pair_
     torch.testing.assert_close(pairs.noise, noise_for_seeds(seeds.tolist()))
     torch.testing.assert_close(codec.decode(pairs.target), clips.float() / 255, atol=0.5 / 255, rtol=0)
     assert pairs.context.shape == (3, 2, 4096)
+
+
+def test_pairs_of_a_v3_teacher_are_encoded_back_in_its_codec(tmp_path):
+    """The clips are stored decoded; a v3 teacher's targets must carry the time derivative again."""
+    teacher = _toy_teacher(tmp_path / "v3.safetensors", codec_id=codec.CODEC_V3)
+    out = make_pairs(teacher, str(tmp_path / "pairs.safetensors"), count=2, steps=1, log=QUIET)
+    _, _, clips, info = read_pairs(out)
+    assert info["codec"] == codec.CODEC_V3
+    pairs = load_pairs(out, file_sha256(teacher, n=64), lambda ps: torch.zeros(len(ps), 2, 4096))
+    torch.testing.assert_close(pairs.target, codec.encode(clips.float() / 255, codec.CODEC_V3))
+    assert (pairs.target - codec.encode(clips.float() / 255)).abs().max() > 0  # not the v2 encoding
 
 
 def test_an_interrupted_run_continues_to_the_same_file(teacher, pair_file, tmp_path):

@@ -2,12 +2,13 @@
 import collections
 import math
 
+import pytest
 import torch
 
 from sgmd import codec, toy_posterior as tp, toyvideo
 
 
-def _brute_force(x_s, s, prompt, sharpen=1.0):
+def _brute_force(x_s, s, prompt, sharpen=1.0, codec_id=codec.CODEC_V2):
     """Independent: encode every bank clip in full for every admissible colour and shape, weight it
     by prior x Gaussian likelihood of the whole latent (its log times `sharpen`), average."""
     b = tp.bank()
@@ -27,7 +28,7 @@ def _brute_force(x_s, s, prompt, sharpen=1.0):
             for chunk in torch.split(torch.arange(len(rows)), 1024):
                 frames = b.masks[rows[chunk]].view(-1, toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE, 1) * torch.tensor(
                     toyvideo.COLOURS[c])
-                x0 = codec.encode(frames).double()
+                x0 = codec.encode(frames, codec_id).double()
                 logw = lp[chunk] - sharpen * ((x_s.double() - (1 - s) * x0) ** 2).sum((1, 2, 3, 4)) / (2 * s * s)
                 new_top = max(top, float(logw.max()))
                 scale = math.exp(top - new_top) if top > -math.inf else 0.0
@@ -38,20 +39,23 @@ def _brute_force(x_s, s, prompt, sharpen=1.0):
     return acc / total
 
 
-def test_posterior_mean_matches_brute_force():
+@pytest.mark.parametrize("codec_id", [codec.CODEC_V2, codec.CODEC_V3])
+def test_posterior_mean_matches_brute_force(codec_id):
     g = torch.Generator().manual_seed(3)
     # named colour and shape; an unnamed speed (still / slow / quick); an unnamed colour; an unnamed shape
     prompts = ["a red circle moving left quickly", "a cyan square moving up", "a circle moving down slowly",
                "a red moving quickly"]
     frames = toyvideo.render([toyvideo.clip_for_prompt(toyvideo.Prompt("blue", "square", "up", "quickly"), g)] * len(prompts))
-    x0 = codec.encode(frames)
+    x0 = codec.encode(frames, codec_id)
     sigma = torch.tensor([0.95, 0.9, 0.97, 0.93])
     eps = torch.randn(x0.shape, generator=g)
     x_s = (1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * eps
-    got = tp.posterior_mean(x_s, sigma, prompts)
+    got = tp.posterior_mean(x_s, sigma, prompts, codec_id=codec_id)
     for i, p in enumerate(prompts):
-        want = _brute_force(x_s[i], float(sigma[i]), p)
+        want = _brute_force(x_s[i], float(sigma[i]), p, codec_id=codec_id)
         assert (got[i].double() - want).abs().max() < 1e-4, p
+    if codec_id != codec.CODEC_V2:  # the derivative channels carry evidence: the v2 posterior misreads the state
+        assert (tp.posterior_mean(x_s, sigma, prompts) - got).abs().max() > 0.1
 
 
 def test_sharpened_posterior_mean_matches_brute_force_and_a_lower_noise_level():

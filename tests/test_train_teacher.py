@@ -184,14 +184,15 @@ class _ExactModel:
     """The task's exact denoiser behind the model call signature: it reads the prompt back from the
     text embedding (the toy encoder is deterministic) and the noise level from the timestep."""
 
-    def __init__(self, prompts):
+    def __init__(self, prompts, codec_id=train_teacher.codec.CODEC_V2):
         from sgmd import text
 
         self.known = [(text.encode_text([p])[0], p) for p in prompts]
+        self.codec_id = codec_id
 
     def __call__(self, x, t, ctx):
         prompts = [next(p for e, p in self.known if torch.equal(e, c)) for c in ctx]
-        return train_teacher.exact_velocity(x, t / 1000, prompts)
+        return train_teacher.exact_velocity(x, t / 1000, prompts, codec_id=self.codec_id)
 
 
 def test_word_use_is_whole_for_the_exact_denoiser_and_nil_without_text():
@@ -266,6 +267,27 @@ def test_leave_out_direction_sets_the_share_of_direction_free_prompts(tmp_path):
     for bad in ("-0.1", "1"):
         with pytest.raises(SGMDError, match="--leave-out-direction"):
             train_teacher.main(["--leave-out-direction", bad, "--out", str(tmp_path / "x.safetensors")])
+
+
+def test_the_step_encodes_clips_and_targets_in_the_chosen_codec():
+    """With codec v3 the clips, the shortened clips and the exact targets are all v3: the v3 exact
+    denoiser scores zero on every exact-target clip and the v2 one does not; and the file records it."""
+    codec = train_teacher.codec
+    prompts, frames, clips = toyvideo.make_batch(6, torch.Generator().manual_seed(0))
+    both = prompts + [""] + [toyvideo.without(p, "speed") for p in prompts]
+
+    def loss(model):
+        g = torch.Generator().manual_seed(1)
+        return float(train_teacher.flow_matching_step(model, frames, prompts, g, 1.0, 1e-6, short_travel=0.5,
+                                                      clips=clips, short_contrast=1.0, codec_id=codec.CODEC_V3))
+
+    assert loss(_ExactModel(both, codec.CODEC_V3)) < 1e-8
+    assert loss(_ExactModel(both, codec.CODEC_V2)) > 1e-2
+
+
+def test_codec_option_is_recorded_in_the_file(tmp_path):
+    out = _run(tmp_path, "v3", "--steps", "1", "--codec", "v3")
+    assert json.loads(read_safetensors(out)[1]["sgmd_teacher"])["codec"] == "sgmd-toy-codec-v3"
 
 
 def test_exact_target_replaces_the_spread_from_its_noise_level_up():

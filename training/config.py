@@ -315,8 +315,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="training/run.py", description="Distil a Wan 2.1 text-to-video teacher into a few-step "
-                "generator with SGMD (or the DMD2 baseline). Options come from the defaults, then --config, then "
-                "the command line.")
+                "generator with SGMD (or the DMD2 baseline). Options come from the defaults, then the teacher "
+                "file's recommendations (method and optimisation options only), then --config, then the command line.")
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file of option = value (command line wins).")
     groups = {}
     for f in fields(DistillConfig):
@@ -335,13 +335,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+TEACHER_SETTABLE = ("optimisation", "method")  # the option groups a teacher file may recommend values for
+
+
+def with_teacher_defaults(values: dict) -> dict:
+    """`values` (option -> value) with the options the teacher file recommends for distilling it
+    (`sgmd.teacher_sampling.distill_defaults_of`) added where `values` does not set them: defaults <-
+    teacher file <- config file <- command line. Only optimisation and method options are taken (a
+    file never moves outputs or devices); a missing or unreadable teacher adds nothing (the loader
+    reports it)."""
+    from sgmd.teacher_sampling import distill_defaults_of
+    from sgmd.weights import read_metadata
+
+    path = repo_path(str(values.get("teacher", DistillConfig.teacher)))
+    try:
+        recommended = distill_defaults_of(read_metadata(path)) if os.path.isfile(path) else {}
+    except Exception:  # noqa: BLE001 - not a readable safetensors file: load_wan says why, once
+        recommended = {}
+    settable = {f.name for f in fields(DistillConfig) if f.metadata["group"] in TEACHER_SETTABLE}
+    return {**{k: v for k, v in recommended.items() if k in settable}, **values}
+
+
 def parse_config(argv=None) -> DistillConfig:
-    """defaults <- --config file <- command line; every value checked (one-line SGMDError)."""
+    """defaults <- the teacher file's recommendations <- --config file <- command line; every value
+    checked (one-line SGMDError)."""
     args = vars(build_parser().parse_args(argv))
     values = read_config_file(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
     for name, value in args.items():
         values[name] = " ".join(value) if isinstance(value, list) else value
+    values = with_teacher_defaults(values)
     cfg = DistillConfig()
     for name, value in values.items():
         setattr(cfg, name, coerce(name, value))
@@ -387,7 +410,10 @@ def config_markdown() -> str:
     lines = ["# Distillation options", "",
              "Generated from `training/config.py` (`DistillConfig`) by `python -m training.config docs/config.md`;",
              "do not edit by hand. Set options on the command line (`--lr-generator 1e-4`), or in a TOML/YAML file",
-             "passed with `--config` (`lr_generator = 1e-4`); the command line wins.", ""]
+             "passed with `--config` (`lr_generator = 1e-4`); the command line wins. A teacher file may recommend",
+             "values for the method and optimisation options (its `sgmd_teacher` metadata, `distill`:",
+             "`sgmd.teacher_sampling.set_distill_defaults`); they replace the defaults below, and `--config` and the",
+             "command line still win over them.", ""]
     group = None
     for f in fields(DistillConfig):
         if f.metadata["group"] != group:

@@ -180,12 +180,13 @@ def parse_options(text: str) -> dict:
 
 
 def make_config(options: dict):
-    """A checked `DistillConfig` from option values (unknown names and bad values -> SGMDError)."""
-    from training.config import DistillConfig, coerce, finish
+    """A checked `DistillConfig` from option values and what the teacher file recommends for the others
+    (`training.config.with_teacher_defaults`; unknown names and bad values -> SGMDError)."""
+    from training.config import DistillConfig, coerce, finish, with_teacher_defaults
 
     known = {f.name for f in fields(DistillConfig)}
     cfg = DistillConfig()
-    for name, value in options.items():
+    for name, value in with_teacher_defaults(options).items():
         if name not in known:
             raise SGMDError(f"unknown trainer option {name!r}; see docs/config.md")
         setattr(cfg, name, coerce(name, value))

@@ -8,7 +8,8 @@ Pair i: a toy training prompt (drawn with `--seed`, held-out prompts never), the
 the evaluator samples the teacher (50 Euler steps, CFG 3, the motion guidance its file records).
 
 File (safetensors): `seeds` int64 [N]; `clips` uint8 [N, F, H, W, 3], the decoded toy-codec clips (encoded
-back at load: within 0.1% of the sampled latents, at a tenth of their size); metadata `sgmd_pairs` (JSON):
+back at load in the teacher's codec, recorded as `codec`: within 0.1% of the sampled latents, at a tenth of
+their size); metadata `sgmd_pairs` (JSON):
 prompts, the teacher's hash and the sampling settings. The file is rewritten atomically after every batch;
 the same command run again continues where it stopped. User errors: one line, exit 2."""
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sgmd.errors import SGMDError  # noqa: E402
 from sgmd.noise import CLIP_LATENT_SHAPE, noise_for_seeds  # noqa: E402
 from sgmd.objectives.pairs import TeacherPairs  # noqa: E402
 from sgmd.samplers import DEFAULT_GUIDANCE  # noqa: E402
-from sgmd.teacher_sampling import motion_guidance_of, still_pattern_of, teacher_info  # noqa: E402
+from sgmd.teacher_sampling import codec_of, motion_guidance_of, still_pattern_of  # noqa: E402
 from sgmd.weights import file_sha256, load_wan, read_metadata, read_safetensors, write_safetensors  # noqa: E402
 from training.data import ToyPromptSource  # noqa: E402
 
@@ -76,13 +77,14 @@ def make_pairs(teacher: str, out: str, count: int = 512, seed: int = 0, steps: i
     if count < 1 or batch_size < 1 or steps < 1:
         raise SGMDError(f"--count, --batch-size and --steps must be >= 1; got {count}, {batch_size}, {steps}")
     meta = read_metadata(teacher)
-    if teacher_info(meta).get("codec") != codec.CODEC_ID:
-        raise SGMDError(f"{teacher} was not trained in the toy codec ({codec.CODEC_ID}); teacher pairs are stored as "
-                        f"decoded toy clips")
+    codec_id = codec_of(meta)
+    if codec_id is None:
+        raise SGMDError(f"{teacher} was not trained in a toy codec ({', '.join(codec.CODECS.values())}); teacher pairs "
+                        f"are stored as decoded toy clips")
     if motion_guidance is None:
         motion_guidance = motion_guidance_of(meta)
     settings = {"teacher_sha256": file_sha256(teacher, n=64), "count": count, "seed": seed, "steps": steps, "cfg": cfg,
-                "shift": shift, "motion_guidance": motion_guidance, "codec": codec.CODEC_ID,
+                "shift": shift, "motion_guidance": motion_guidance, "codec": codec_id,
                 "noise_rule": f"sgmd.noise.noise_for_seed(seed), seeds {SEED_BASE} * (seed + 1) + i"}
     prompts, seeds = pair_prompts(count, seed), pair_seeds(count, seed)
     done = []
@@ -114,7 +116,10 @@ def load_pairs(path: str, teacher_sha256: str, encode, weight: float = 0.05, eve
                         f"{teacher_sha256}): make pairs for it with training/teacher_pairs.py")
     if len(prompts) < info.get("count", 0):
         raise SGMDError(f"{path} is unfinished ({len(prompts)} of {info['count']} pairs): run its command again")
-    target = codec.encode(clips.float() / 255)
+    codec_id = info.get("codec")
+    if codec_id not in codec.CODECS.values():
+        raise SGMDError(f"{path} names no toy codec we know ({codec_id!r}): make it again with training/teacher_pairs.py")
+    target = codec.encode(clips.float() / 255, codec_id)  # back into the codec the teacher was trained in
     noise = noise_for_seeds(seeds.tolist(), (1, *target.shape[1:]))
     return TeacherPairs(noise=noise, context=encode(prompts), target=target, weight=weight,
                         every_step=every_step)

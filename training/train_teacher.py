@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact-sharpen-on", choices=("all", "speed-no-direction"), default="all",
                    help="which prompts' exact targets --exact-sharpen sharpens: all, or only those that name a speed and "
                         "no direction, whose posterior has no still clip to commit to (flow_matching_step)")
+    p.add_argument("--codec", choices=tuple(codec.CODECS), default="v2",
+                   help="the toy codec the clips are encoded in: v2 colour + position code; v3 also the clip's time "
+                        "derivative on three more channels (decoding is the same; recorded in the file, sgmd/codec.py)")
     p.add_argument("--probe-every", type=int, default=0, help="print the motion-word probe every N steps (0 = off)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="compute dtype of the training passes: bf16 = autocast with fp32 master weights, optimizer "
@@ -208,7 +211,7 @@ def train_step(model, forward, opt, g, train_set, args) -> tuple[torch.Tensor, b
             noise_contrast=args.noise_contrast, noise_contrast_on=args.noise_contrast_on,
             word_contrast_on=args.word_contrast_on, sampled_states=args.sampled_states, short_travel=args.short_travel,
             clips=clips, short_travel_from=args.short_travel_from, short_contrast=args.short_contrast,
-            exact_sharpen=args.exact_sharpen, exact_sharpen_on=args.exact_sharpen_on)
+            exact_sharpen=args.exact_sharpen, exact_sharpen_on=args.exact_sharpen_on, codec_id=codec.CODECS[args.codec])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -271,7 +274,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
                        noise_contrast: float = 0.0, noise_contrast_on: str = "all", word_contrast_on: str = "all",
                        sampled_states: float = 0.0, short_travel: float = 0.0, clips=None,
                        short_travel_from: float = 0.0, short_contrast: float = 0.0, exact_sharpen: float = 1.0,
-                       exact_sharpen_on: str = "all"):
+                       exact_sharpen_on: str = "all", codec_id: str = codec.CODEC_V2):
     """One flow-matching loss on a batch of RGB clips. With `exact_from` > 0, clips noised to sigma >=
     `exact_from` regress onto the exact velocity `E[eps - x0 | x_s, prompt]` instead of their own
     `eps - x0`: the same minimiser without the target's spread, which at high noise is mostly the
@@ -334,10 +337,12 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     toward committing sooner, for a network whose x0 keeps less travel than the posterior's. It draws
     nothing. With `exact_sharpen_on="speed-no-direction"` only the exact velocities of prompts that name
     a speed and no direction are sharpened (a contrast's other prompt follows its own words): there the
-    posterior has no still clip to commit to, and sharpening every prompt made still clips (vS)."""
+    posterior has no still clip to commit to, and sharpening every prompt made still clips (vS).
+
+    `codec_id`: the toy codec clips and exact targets are in (`sgmd.codec`)."""
     where = None if exact_sharpen_on == "all" else speed_without_direction
-    exact_v = exact_velocity if exact_sharpen == 1 else partial(sharpened_where, sharpen=exact_sharpen, where=where)
-    x0 = codec.encode(frames)
+    exact_v = partial(sharpened_where, sharpen=exact_sharpen, where=where, codec_id=codec_id)
+    x0 = codec.encode(frames, codec_id)
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < CFG_DROPOUT
     used = [("" if d else p) for p, d in zip(prompts, drop.tolist())]
@@ -358,7 +363,7 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
             picked = [(i, u) for i, c, u in zip(pool, coins, shares) if c < short_travel]
             if picked:
                 short = [i for i, _ in picked]
-                x0[short] = codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u) for i, u in picked]))
+                x0[short] = codec.encode(toyvideo.render([toyvideo.shortened(clips[i], u) for i, u in picked]), codec_id)
                 x_in[short] = noised(x0[short], eps[short], sigma[short])
                 exact = sorted(set(high) | set(short))
     if high and sampled_states > 0:
@@ -407,11 +412,11 @@ def flow_matching_step(model, frames, prompts, g, sigma_shift: float = TRAIN_SIG
     return loss
 
 
-def sharpened_where(x_s, sigma, prompts, sharpen: float, where=None) -> torch.Tensor:
+def sharpened_where(x_s, sigma, prompts, sharpen: float = 1.0, where=None, codec_id: str = codec.CODEC_V2) -> torch.Tensor:
     """The exact velocity, sharpened by `sharpen` on the rows whose prompt satisfies `where` (every row
     when it is None), in one pass over the rows."""
     ks = [sharpen if where is None or where(p) else 1.0 for p in prompts]
-    return exact_velocity(x_s, sigma, prompts, sharpen=ks)
+    return exact_velocity(x_s, sigma, prompts, sharpen=ks, codec_id=codec_id)
 
 
 @torch.no_grad()
@@ -461,25 +466,25 @@ def _weighted_mse(v, target, weight=None):
     return (err.flatten(1).mean(1) * weight).mean()
 
 
-def _specified_clips(n: int, seed: int):
-    """`n` fixed clips of fully specified training prompts (the probes' data) and the generator that
-    drew them, for the probes' noise."""
+def _specified_clips(n: int, seed: int, codec_id: str = codec.CODEC_V2):
+    """`n` fixed clips of fully specified training prompts (the probes' data, encoded in `codec_id`)
+    and the generator that drew them, for the probes' noise."""
     g = torch.Generator().manual_seed(seed)
     specified = [p for p in toyvideo.training_prompts() if p.direction and p.speed]
     prompts, frames, _ = toyvideo.make_batch(n, g, set(specified))
-    return g, prompts, codec.encode(frames)
+    return g, prompts, codec.encode(frames, codec_id)
 
 
 _WORD_INDEX = {"direction": 4, "speed": 5}  # token positions in "a {colour} {shape} moving {direction} {speed}"
 
 
 @torch.no_grad()
-def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1) -> dict:
+def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1, codec_id: str = codec.CODEC_V2) -> dict:
     """How much the model uses the motion words: the relative rise of its flow-matching loss on
     fully specified clips when the direction (or speed) word is swapped for its opposite. Zero
     means the word is ignored; it is cheap (forward passes only) and moves long before sampled
     direction accuracy does."""
-    g, prompts, x0 = _specified_clips(n, seed)
+    g, prompts, x0 = _specified_clips(n, seed, codec_id)
     eps = torch.randn(x0.shape, generator=g)
     ctx = {name: text.encode_text([toyvideo.with_opposite(p, name) for p in prompts]) for name in _WORD_INDEX}
     right_ctx = text.encode_text(prompts)
@@ -493,12 +498,12 @@ def motion_word_probe(model, n: int = 32, sigmas=(0.6, 0.8, 0.95), seed: int = 1
 
 
 @torch.no_grad()
-def word_attention(model, n: int = 16, sigma: float = 0.95, seed: int = 3) -> dict:
+def word_attention(model, n: int = 16, sigma: float = 0.95, seed: int = 3, codec_id: str = codec.CODEC_V2) -> dict:
     """Per word (direction, speed) and block, the largest cross-attention weight any video token and
     head gives that word, on fully specified clips at noise level `sigma`. Near 1/16 (uniform over
     the 16 tokens) in every block means no video token singles the word out: the model reads only a
     bag-of-words average (the lr-3e-3 teacher in docs/tiny-model.md)."""
-    g, prompts, x0 = _specified_clips(n, seed)
+    g, prompts, x0 = _specified_clips(n, seed, codec_id)
     sig = torch.full((n,), sigma)
     seen = []
     hooks = [b.cross_attn.register_forward_hook(lambda mod, args, kw, out: seen.append(mod.weights(args[0], kw["context"])),
@@ -512,7 +517,7 @@ def word_attention(model, n: int = 16, sigma: float = 0.95, seed: int = 3) -> di
 
 
 @torch.no_grad()
-def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1, drop: bool = False) -> dict:
+def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1, drop: bool = False, codec_id: str = codec.CODEC_V2) -> dict:
     """Per motion word, `(model, exact)`: the absolute rise of the flow-matching loss when the word is
     swapped for its opposite, for the model and for the task's exact denoiser on the same noisy
     clips. `model / exact` is the share of what the word can tell at this noise level that the model
@@ -520,13 +525,13 @@ def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1, drop: bool 
     With `drop`, the word is left out instead (`toyvideo.without`), and the speed word is reported
     per word ("slowly", "quickly"): what each adds over a prompt that leaves the speed random, which
     a teacher can miss for one word while it over-uses the other (docs/tiny-model.md, v13)."""
-    g, prompts, x0 = _specified_clips(n, seed)
+    g, prompts, x0 = _specified_clips(n, seed, codec_id)
     eps = torch.randn(x0.shape, generator=g)
     sig = torch.full((n,), sigma)
     x_s, target = noised(x0, eps, sig), eps - x0
     per_clip = lambda v: (v - target).pow(2).flatten(1).mean(1)  # noqa: E731
     model_loss = lambda ps: per_clip(model(x_s, sigma_to_timestep(sig), text.encode_text(ps)))  # noqa: E731
-    exact_loss = lambda ps: per_clip(exact_velocity(x_s, sig, ps))  # noqa: E731
+    exact_loss = lambda ps: per_clip(exact_velocity(x_s, sig, ps, codec_id=codec_id))  # noqa: E731
     base = model_loss(prompts), exact_loss(prompts)
     change = toyvideo.without if drop else toyvideo.with_opposite
     everyone = torch.ones(n, dtype=torch.bool)
@@ -541,19 +546,19 @@ def word_use(model, n: int = 32, sigma: float = 0.95, seed: int = 1, drop: bool 
 
 
 @torch.no_grad()
-def posterior_gap(model, n: int = 32, sigmas=(0.97, 0.93, 0.9), seed: int = 2) -> dict:
+def posterior_gap(model, n: int = 32, sigmas=(0.97, 0.93, 0.9), seed: int = 2, codec_id: str = codec.CODEC_V2) -> dict:
     """Per noise level, the mean squared distance between the model's velocity and the exact
     posterior-mean velocity of the toy task (`sgmd.toy_posterior`) on fully specified clips: 0 is
     the best any network can do. These are the noise levels where the layout (start point,
     direction, speed) is decided; the grid of the exact mean resolves them (not much lower)."""
-    g, prompts, x0 = _specified_clips(n, seed)
+    g, prompts, x0 = _specified_clips(n, seed, codec_id)
     eps = torch.randn(x0.shape, generator=g)
     ctx = text.encode_text(prompts)
     out = {}
     for s in sigmas:
         sigma = torch.full((n,), s)
         x_s = noised(x0, eps, sigma)
-        out[s] = float((model(x_s, sigma_to_timestep(sigma), ctx) - exact_velocity(x_s, sigma, prompts)).pow(2).mean())
+        out[s] = float((model(x_s, sigma_to_timestep(sigma), ctx) - exact_velocity(x_s, sigma, prompts, codec_id=codec_id)).pow(2).mean())
     return out
 
 
@@ -650,11 +655,12 @@ def main(argv=None) -> int:
             print(f"step {step}/{args.steps} loss {sum(losses[-10:]) / 10:.4f} lr {cycled_lr(step, cycles, args.lr):.2e} "
                   f"{el / 60:.1f} min", flush=True)
         if args.probe_every and step % args.probe_every == 0:
-            probe = motion_word_probe(model)
-            gap = ", ".join(f"{v:.3f} at {k:g}" for k, v in posterior_gap(model).items())
-            att = "; ".join(f"{k} " + "/".join(f"{w:.2f}" for w in v) for k, v in word_attention(model).items())
-            use = ", ".join(f"{k} {m / e:.0%}" for k, (m, e) in word_use(model).items())
-            use += "; left out: " + ", ".join(f"{k} {m / e:.0%}" for k, (m, e) in word_use(model, drop=True).items())
+            cid = codec.CODECS[args.codec]
+            probe = motion_word_probe(model, codec_id=cid)
+            gap = ", ".join(f"{v:.3f} at {k:g}" for k, v in posterior_gap(model, codec_id=cid).items())
+            att = "; ".join(f"{k} " + "/".join(f"{w:.2f}" for w in v) for k, v in word_attention(model, codec_id=cid).items())
+            use = ", ".join(f"{k} {m / e:.0%}" for k, (m, e) in word_use(model, codec_id=cid).items())
+            use += "; left out: " + ", ".join(f"{k} {m / e:.0%}" for k, (m, e) in word_use(model, drop=True, codec_id=cid).items())
             print(f"probe step {step}: loss rise when the word is swapped: direction {probe['direction']:+.1%}, "
                   f"speed {probe['speed']:+.1%}; share of the exact denoiser's word use at sigma 0.95: {use}; "
                   f"distance to the exact denoiser {gap}; "
@@ -670,7 +676,7 @@ def main(argv=None) -> int:
             break
     meta = {
         "sgmd_teacher": json.dumps({
-            "task": "sgmd-toyvideo-v1", "codec": codec.CODEC_ID, "frames": toyvideo.FRAMES, "size": toyvideo.SIZE,
+            "task": "sgmd-toyvideo-v1", "codec": codec.CODECS[args.codec], "frames": toyvideo.FRAMES, "size": toyvideo.SIZE,
             "config": config.to_dict(), "steps": step, "lr_cycles": cycles, "batch_size": args.batch_size, "lr": args.lr, "lr_text": args.lr_text,
             "lr_text_in": args.lr_text_in, "leave_out_direction": args.leave_out_direction,
             "ema": args.ema, "seed": args.seed, "train_sigma_shift": args.sigma_shift, "cfg_dropout": CFG_DROPOUT,

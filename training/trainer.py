@@ -240,7 +240,7 @@ def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSo
     if cfg.objective == "dmd2" and cfg.fake_updates:
         options["fake_updates_per_generator_update"] = cfg.fake_updates
     if cfg.gan:
-        options["gan"] = _gan_term(cfg, roles, source)
+        options["gan"] = _gan_term(cfg, roles, source, teacher_meta)
     if cfg.teacher_pairs:
         options["pairs"] = _pairs_term(cfg, sigmas, roles, source, teacher_sha256)
     return make_objective(cfg.objective, **options)
@@ -270,10 +270,17 @@ def _synchronise_exit_index(objective, device) -> None:
     objective.draw_exit_index = lambda batch: distributed.broadcast_int(draw(batch), device)
 
 
-def _gan_term(cfg: DistillConfig, roles: DistillRoles, source: PromptSource):
-    """The GAN head needs real videos: only the toy task can render them (for its prompts)."""
+def _gan_term(cfg: DistillConfig, roles: DistillRoles, source: PromptSource, teacher_meta: dict):
+    """The GAN head needs real videos: only the toy task can render them (for its prompts), encoded in the
+    codec the teacher was trained in."""
     from sgmd import codec
     from sgmd.objectives import GANTerm
+    from sgmd.teacher_sampling import codec_of
+
+    codec_id = codec_of(teacher_meta)
+    if codec_id is None:
+        raise SGMDError("--gan needs real videos in the teacher's latent space: only a toy teacher (its file names its "
+                        "toy codec) has one")
 
     if not isinstance(source, ToyPromptSource) or (cfg.latent_frames, cfg.latent_height, cfg.latent_width) != (
             toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE):
@@ -282,7 +289,7 @@ def _gan_term(cfg: DistillConfig, roles: DistillRoles, source: PromptSource):
 
     def real_latents(batch):
         clips = [toyvideo.clip_for_prompt(toyvideo.Prompt.parse(p), batch.generator) for p in batch.prompts]
-        return codec.encode(toyvideo.render(clips))
+        return codec.encode(toyvideo.render(clips), codec_id)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the head's initialisation
