@@ -839,3 +839,14 @@ def test_exact_sharpen_on_needs_a_sharpening():
     with pytest.raises(SGMDError, match="--exact-sharpen-on"):
         train_teacher.main(["--exact-sharpen-on", "speed-no-direction", "--steps", "1",
                             "--out", "/nonexistent/x.safetensors"])
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_called_out(monkeypatch):
+    """Emulated bf16 made a teacher step 10x slower than fp32 on an AVX2 CPU: the trainers say so."""
+    from training.roles import emulated_dtype_warning
+
+    assert emulated_dtype_warning("cpu", "fp32") is None and emulated_dtype_warning("cuda", "bf16") is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert "emulated" in emulated_dtype_warning("cpu", "bf16") and "fp32" in emulated_dtype_warning("cpu", "bf16")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert emulated_dtype_warning("cpu", "bf16") is None

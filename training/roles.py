@@ -24,6 +24,21 @@ TRAINABLE = ("generator", "fake")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def emulated_dtype_warning(device_type: str, dtype_name: str) -> str | None:
+    """Why `dtype_name` compute is a bad choice on this device, or None: bf16 on a CPU without native
+    bf16 (avx512_bf16 or AMX) is emulated. Measured on a 2-core AVX2 EPYC (2026-12-07): a teacher
+    training step took 9 s in bf16 (compiled) against 0.86 s in fp32."""
+    if device_type != "cpu" or dtype_name != "bf16":
+        return None
+    try:
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return None
+    except (AttributeError, RuntimeError):  # no oneDNN in this build: nothing to tell
+        return None
+    return (f"bf16 compute on this CPU ({torch.backends.cpu.get_cpu_capability()}: no avx512_bf16 or AMX) is "
+            f"emulated, about 10x slower per step than fp32 (9 s vs 0.86 s on a 2-core AVX2 CPU); use fp32 here")
+
+
 def autocast(device_type: str, dtype: torch.dtype | None):
     """Autocast to `dtype` (master weights stay as they are), or nothing for None: fp32 compute."""
     return torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext()

@@ -30,7 +30,7 @@ from sgmd.wan import WanConfig, WanModel  # noqa: E402
 from sgmd.weights import read_safetensors, write_safetensors  # noqa: E402
 from training.checkpoint import flatten_optimizer, unflatten_optimizer  # noqa: E402
 from training.loop import skip_streak  # noqa: E402
-from training.roles import AUTOCAST, autocast  # noqa: E402
+from training.roles import AUTOCAST, autocast, emulated_dtype_warning  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = WanConfig(dim=128, ffn_dim=256, num_layers=3)
@@ -636,6 +636,8 @@ def main(argv=None) -> int:
         step = int(meta["step"])
         print(f"resumed from {ckpt} at step {step}", flush=True)
     forward = training_forward(model, args.dtype, args.compile)
+    if why := emulated_dtype_warning("cpu", args.dtype):
+        print(f"warning: --dtype {args.dtype}: {why}", file=sys.stderr, flush=True)
     t0, losses, streak = time.time(), [], 0
     while step < args.steps:
         for group in opt.param_groups:

@@ -25,7 +25,7 @@ from training.data import PromptSource, ToyPromptSource, make_prompt_source
 from training.ema import EMA
 from training.export import export_generator
 from training.loop import TrainState, train_loop
-from training.roles import DistillRoles
+from training.roles import DistillRoles, emulated_dtype_warning
 from training.samples import generate_samples, write_samples
 
 # options whose change makes a checkpoint unusable (other changes are applied with a warning)
@@ -148,6 +148,8 @@ def build(cfg: DistillConfig) -> Run:
         raise SGMDError(f"teacher not found: {cfg.teacher} (pass --teacher PATH to a Wan 2.1 T2V .safetensors)")
     sigmas = student_sigmas(cfg.student_timesteps, cfg.student_shift)
     source = make_prompt_source(cfg.prompts)
+    if why := emulated_dtype_warning(device.type, cfg.dtype):
+        warn(f"--dtype {cfg.dtype}: {why}")
     frozen_dtype = torch.float32 if cfg.full or cfg.dtype == "fp32" else {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     teacher = load_wan(teacher_path, dtype=frozen_dtype, device=device)
     teacher_meta = read_metadata(teacher_path)
