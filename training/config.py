@@ -350,7 +350,7 @@ def with_teacher_defaults(values: dict) -> dict:
     path = repo_path(str(values.get("teacher", DistillConfig.teacher)))
     try:
         recommended = distill_defaults_of(read_metadata(path)) if os.path.isfile(path) else {}
-    except Exception:  # noqa: BLE001 - not a readable safetensors file: load_wan says why, once
+    except SGMDError:  # not a readable safetensors file: the teacher loader says why, once
         recommended = {}
     settable = {f.name for f in fields(DistillConfig) if f.metadata["group"] in TEACHER_SETTABLE}
     return {**{k: v for k, v in recommended.items() if k in settable}, **values}
