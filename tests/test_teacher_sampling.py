@@ -129,6 +129,15 @@ def test_a_teacher_files_distill_defaults_fill_only_the_options_nobody_set(tmp_p
     assert parse_config(run_args(path, str(tmp_path / "run"), no_diversity_anchor=True)).diversity_anchor is False
     job = make_config({"teacher": path, "out": str(tmp_path / "job")})  # the ComfyUI training node's path
     assert job.diversity_anchor and job.iterations == 9 and job.out == str(tmp_path / "job")
+    # a recommended GAN term needs the toy task's real clips: dropped for other prompts or sizes, kept otherwise
+    set_distill_defaults(path, {"gan": True})
+    size = dict(latent_frames=8, latent_height=16, latent_width=16)  # the toy task's
+    assert parse_config(run_args(path, str(tmp_path / "run"), **size)).gan is True
+    assert parse_config(run_args(path, str(tmp_path / "run"))).gan is False  # run_args' smaller latents
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    assert parse_config(run_args(path, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"), **size)).gan is False
+    assert make_config({"teacher": path, "out": str(tmp_path / "job2"), "latent_width": 8}).gan is False
+    assert parse_config(run_args(path, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"), gan=True)).gan is True
     set_distill_defaults(path, {"lambda_nr": "lots"})
     with pytest.raises(SGMDError, match="lambda_nr"):
         parse_config(run_args(path, str(tmp_path / "run")))

@@ -353,7 +353,18 @@ def with_teacher_defaults(values: dict) -> dict:
     except SGMDError:  # not a readable safetensors file: the teacher loader says why, once
         recommended = {}
     settable = {f.name for f in fields(DistillConfig) if f.metadata["group"] in TEACHER_SETTABLE}
-    return {**{k: v for k, v in recommended.items() if k in settable}, **values}
+    recommended = {k: v for k, v in recommended.items() if k in settable}
+    if not _on_toy_task(values):  # the GAN term needs the toy task's real clips (`trainer._gan_term`)
+        recommended.pop("gan", None)
+    return {**recommended, **values}
+
+
+def _on_toy_task(values: dict) -> bool:
+    """Whether a run with these options trains on the toy task: its own prompts at its latent size."""
+    if values.get("prompts"):
+        return False
+    return all(coerce(k, values[k]) == getattr(DistillConfig, k) for k in ("latent_frames", "latent_height", "latent_width")
+               if values.get(k) is not None)
 
 
 def parse_config(argv=None) -> DistillConfig:
