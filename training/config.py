@@ -359,12 +359,17 @@ def with_teacher_defaults(values: dict) -> dict:
     return {**recommended, **values}
 
 
+def on_toy_task(cfg: "DistillConfig") -> bool:
+    """Whether a run trains on the toy task: its own prompts (no prompt file) at its latent size. Only
+    there can real clips be rendered (the GAN term, `trainer._gan_term`)."""
+    return not cfg.prompts and (cfg.latent_frames, cfg.latent_height, cfg.latent_width) == (
+        toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE)
+
+
 def _on_toy_task(values: dict) -> bool:
-    """Whether a run with these options trains on the toy task: its own prompts at its latent size."""
-    if values.get("prompts"):
-        return False
-    return all(coerce(k, values[k]) == getattr(DistillConfig, k) for k in ("latent_frames", "latent_height", "latent_width")
-               if values.get(k) is not None)
+    """`on_toy_task` for option values not yet checked (a teacher's recommendations are merged before)."""
+    keys = ("prompts", "latent_frames", "latent_height", "latent_width")
+    return on_toy_task(DistillConfig(**{k: coerce(k, values[k]) for k in keys if values.get(k) is not None}))
 
 
 def parse_config(argv=None) -> DistillConfig:
@@ -424,7 +429,8 @@ def config_markdown() -> str:
              "passed with `--config` (`lr_generator = 1e-4`); the command line wins. A teacher file may recommend",
              "values for the method and optimisation options (its `sgmd_teacher` metadata, `distill`:",
              "`sgmd.teacher_sampling.set_distill_defaults`); they replace the defaults below, and `--config` and the",
-             "command line still win over them.", ""]
+             "command line still win over them. A recommended `--gan` applies to toy-task runs only (no `--prompts`, the",
+             "default latent size): only there are real clips rendered for its discriminator.", ""]
     group = None
     for f in fields(DistillConfig):
         if f.metadata["group"] != group:

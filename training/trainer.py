@@ -19,9 +19,9 @@ from sgmd.weights import file_sha256, load_wan, read_metadata, read_safetensors
 from training import distributed
 from training.checkpoint import (Checkpoint, checkpoint_dir, latest_checkpoint, list_checkpoints, read_checkpoint,
                                  remove_temp_files, write_checkpoint)
-from training.config import DistillConfig, repo_path, to_json_dict
+from training.config import DistillConfig, on_toy_task, repo_path, to_json_dict
 from training.console import info, warn
-from training.data import PromptSource, ToyPromptSource, make_prompt_source
+from training.data import PromptSource, make_prompt_source
 from training.ema import EMA
 from training.export import export_generator
 from training.loop import TrainState, train_loop
@@ -284,8 +284,7 @@ def _gan_term(cfg: DistillConfig, roles: DistillRoles, source: PromptSource, tea
         raise SGMDError("--gan needs real videos in the teacher's latent space: only a toy teacher (its file names its "
                         "toy codec) has one")
 
-    if not isinstance(source, ToyPromptSource) or (cfg.latent_frames, cfg.latent_height, cfg.latent_width) != (
-            toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE):
+    if not on_toy_task(cfg):
         raise SGMDError(f"--gan needs real videos, which only the toy task provides: use the default prompts and latent "
                         f"size {toyvideo.FRAMES}x{toyvideo.SIZE}x{toyvideo.SIZE}")
 
