@@ -253,8 +253,13 @@ def test_merged_adapter_call_matches_the_unmerged_one_with_its_gradients(merges)
     merged = _run(layer, x, True, merges)
     plain = _run(layer, x, False, merges)
     assert merged[-1] == 1 and plain[-1] == 0  # the first really took the merged path
-    for a, b in zip(merged[:4], plain[:4]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # both against the same call in float64: the LoRA factors' gradients sum over 2048 tokens and reach ~100,
+    # so float32 rounding alone moves them by ~1e-5 of their scale (differently with each CPU's kernels)
+    exact = _run(layer.double(), x.double(), False, merges)
+    layer.float()
+    for a, b, ref in zip(merged[:4], plain[:4], exact[:4]):
+        for got in (a, b):
+            torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
     # and both are the closed form y = x (W + alpha/r up down)^T + b
     w = layer.weight + 0.5 * layer.lora_up["generator"] @ layer.lora_down["generator"]
     torch.testing.assert_close(merged[0], (x @ w.T + layer.bias).detach(), rtol=1e-4, atol=1e-5)
