@@ -242,7 +242,7 @@ def _objective(cfg: DistillConfig, sigmas, roles: DistillRoles, source: PromptSo
     if cfg.objective == "dmd2" and cfg.fake_updates:
         options["fake_updates_per_generator_update"] = cfg.fake_updates
     if cfg.gan:
-        options["gan"] = _gan_term(cfg, roles, source, teacher_meta)
+        options["gan"] = _gan_term(cfg, roles, teacher_meta)
     if cfg.teacher_pairs:
         options["pairs"] = _pairs_term(cfg, sigmas, roles, source, teacher_sha256)
     return make_objective(cfg.objective, **options)
@@ -272,7 +272,7 @@ def _synchronise_exit_index(objective, device) -> None:
     objective.draw_exit_index = lambda batch: distributed.broadcast_int(draw(batch), device)
 
 
-def _gan_term(cfg: DistillConfig, roles: DistillRoles, source: PromptSource, teacher_meta: dict):
+def _gan_term(cfg: DistillConfig, roles: DistillRoles, teacher_meta: dict):
     """The GAN head needs real videos: only the toy task can render them (for its prompts), encoded in the
     codec the teacher was trained in."""
     from sgmd import codec
