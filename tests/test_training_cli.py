@@ -19,7 +19,7 @@ from sgmd.wan import WanConfig, WanModel
 from sgmd.weights import load_wan, read_safetensors, write_safetensors
 from tiny_run import REPO, RUN_PY, run_args, subprocess_env, write_teacher
 from training.checkpoint import list_checkpoints, read_checkpoint
-from training.config import DistillConfig, config_markdown
+from training.config import DistillConfig, config_markdown, parse_config, teacher_recommendations
 from training.roles import DistillRoles
 from training.run import main
 
@@ -56,6 +56,13 @@ def test_help_lists_every_option_and_docs_are_current():
     for f in fields(DistillConfig):
         assert "--" + f.name.replace("_", "-") in proc.stdout, f.name
     assert "--config" in proc.stdout
+    # the options the shipped teacher recommends are what a bare run uses; the help says so beside each default
+    shipped = teacher_recommendations(DistillConfig.teacher)
+    assert shipped and {k: getattr(parse_config([]), k) for k in shipped} == shipped
+    help_text = " ".join(proc.stdout.split())
+    for name, value in shipped.items():
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        assert f"the shipped teacher recommends {shown})" in help_text, name
     with open(os.path.join(REPO, "docs", "config.md"), encoding="utf-8") as fh:
         assert fh.read() == config_markdown(), "docs/config.md is stale: python -m training.config docs/config.md"
 

@@ -53,8 +53,8 @@ class DistillConfig:
                                "mode) or a full Wan file (`--full`). Must match the teacher's architecture.", group="task")
     # --- optimisation
     iterations: int = _opt(700, "Generator updates to train for (each followed by the objective's fake-score updates). "
-                           "The default fits the 10-minute CPU budget of the tiny teacher (400 gave a worse student: "
-                           "docs/tiny-model.md).",
+                           "700 fit the 10-minute CPU budget with earlier tiny teachers (400 gave a worse student); the shipped "
+                           "teacher, distilled with the diversity anchor, recommends fewer (docs/tiny-model.md).",
                            group="optimisation")
     lr_generator: float = _opt(2e-4, "Generator AdamW learning rate (constant). The reference uses 2e-6 (full) / 1e-4 "
                                "(LoRA, 14B) over thousands of iterations; tuned on the tiny teacher's default run (then 400 iterations; "
@@ -74,8 +74,8 @@ class DistillConfig:
                                        "(SGMD 1, DMD2 5).", group="optimisation")
     ema: Optional[float] = _opt(0.99, "EMA decay of the generator weights; none = off. The exported generator and the "
                                 "samples use the EMA weights. Ours (the SGMD reference has none, DMD2 makes it an option): "
-                                "on the tiny teacher it stops the last iterations' noise from making 'slowly' quick, and "
-                                "the student then matches the CFG teacher it is distilled toward on every criterion "
+                                "on teacher v23 it stopped the last iterations' noise from making 'slowly' quick, and "
+                                "the student then matched the CFG teacher it is distilled toward on every criterion "
                                 "(docs/tiny-model.md). With --full it holds an fp32 copy of the generator.", group="optimisation")
     ema_start: int = _opt(200, "Iteration at which the EMA starts tracking (before: it copies the weights).",
                           group="optimisation")
@@ -99,15 +99,15 @@ class DistillConfig:
     guidance: float = _opt(DEFAULT_GUIDANCE, "Teacher classifier-free guidance, standard form (1 = no guidance).", group="method")
     motion_guidance: float = _opt(0.0, "Teacher motion guidance m in the distillation target (`sgmd.samplers.guided`): adds "
                                   "m (v_c - v_c of the state with its frames averaged), one more teacher pass per call; 0 = "
-                                  "off (the default: on the shipped teacher, a student distilled toward its guided velocity "
-                                  "makes 'slowly' quick, docs/tiny-model.md); negative = what the teacher file records "
-                                  "(`sgmd.teacher_sampling`). The evaluation samples the teacher as its file records either way.",
+                                  "off; negative = what the teacher file records (`sgmd.teacher_sampling`). The evaluation "
+                                  "samples the teacher as its file records either way. Toward teacher v23's guided velocity "
+                                  "the student made 'slowly' quick; toward the shipped teacher's it needs the diversity "
+                                  "anchor (docs/tiny-model.md).",
                                   group="method")
     lambda_nr: float = _opt(0.1, "SGMD weight of the negative-residual term.", group="method")
-    diversity_anchor: bool = _opt(False, "SGMD teacher-anchor diversity term (off by default).", group="method")
+    diversity_anchor: bool = _opt(False, "SGMD teacher-anchor diversity term.", group="method")
     gan: bool = _opt(False, "GAN term (DMD2's; either objective): a head on the fake network's tokens tells noised real "
-                     "videos from generator samples. Needs real videos, which the toy task renders for its prompts. "
-                     "Off by default.", group="method")
+                     "videos from generator samples. Needs real videos, which the toy task renders for its prompts.", group="method")
     teacher_pairs: str = _opt("", "Teacher-pair regression (`sgmd.objectives.pairs`; ours, off by default): a file of the "
                               "teacher's samples from known noises (made once by training/teacher_pairs.py) on which the "
                               "student's first step is regressed, teaching it which mode its noise picks. \"\" = off.",
@@ -319,10 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "file's recommendations (method and optimisation options only), then --config, then the command line.")
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file of option = value (command line wins).")
     groups = {}
+    shipped = teacher_recommendations(DistillConfig.teacher)
     for f in fields(DistillConfig):
         g = groups.setdefault(f.metadata["group"], p.add_argument_group(f.metadata["group"]))
         flag = "--" + f.name.replace("_", "-")
-        text = f"{f.metadata['help']} (default: {_show(f)})".replace("%", "%%")
+        also = f"; the shipped teacher recommends {_show_value(shipped[f.name])}" if f.name in shipped else ""
+        text = f"{f.metadata['help']} (default: {_show(f)}{also})".replace("%", "%%")
         kind = _kind(f.name)
         if kind is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
@@ -338,22 +340,29 @@ def build_parser() -> argparse.ArgumentParser:
 TEACHER_SETTABLE = ("optimisation", "method")  # the option groups a teacher file may recommend values for
 
 
+def teacher_recommendations(teacher: str) -> dict:
+    """The method and optimisation options the teacher file at `teacher` recommends for distilling it
+    (`sgmd.teacher_sampling.distill_defaults_of`); {} for a missing or unreadable file (the loader
+    reports it)."""
+    from sgmd.teacher_sampling import distill_defaults_of
+    from sgmd.weights import read_metadata
+
+    path = repo_path(teacher)
+    try:
+        recommended = distill_defaults_of(read_metadata(path)) if os.path.isfile(path) else {}
+    except SGMDError:  # not a readable safetensors file: the teacher loader says why, once
+        return {}
+    settable = {f.name for f in fields(DistillConfig) if f.metadata["group"] in TEACHER_SETTABLE}
+    return {k: v for k, v in recommended.items() if k in settable}
+
+
 def with_teacher_defaults(values: dict) -> dict:
     """`values` (option -> value) with the options the teacher file recommends for distilling it
     (`sgmd.teacher_sampling.distill_defaults_of`) added where `values` does not set them: defaults <-
     teacher file <- config file <- command line. Only optimisation and method options are taken (a
     file never moves outputs or devices); a missing or unreadable teacher adds nothing (the loader
     reports it)."""
-    from sgmd.teacher_sampling import distill_defaults_of
-    from sgmd.weights import read_metadata
-
-    path = repo_path(str(values.get("teacher", DistillConfig.teacher)))
-    try:
-        recommended = distill_defaults_of(read_metadata(path)) if os.path.isfile(path) else {}
-    except SGMDError:  # not a readable safetensors file: the teacher loader says why, once
-        recommended = {}
-    settable = {f.name for f in fields(DistillConfig) if f.metadata["group"] in TEACHER_SETTABLE}
-    recommended = {k: v for k, v in recommended.items() if k in settable}
+    recommended = teacher_recommendations(str(values.get("teacher", DistillConfig.teacher)))
     if not _on_toy_task(values):  # the GAN term needs the toy task's real clips (`trainer._gan_term`)
         recommended.pop("gan", None)
     return {**recommended, **values}
@@ -392,7 +401,10 @@ def _default(f):
 
 
 def _show(f) -> str:
-    v = _default(f)
+    return _show_value(_default(f))
+
+
+def _show_value(v) -> str:
     if v is None:
         return "none"
     if isinstance(v, bool):
@@ -430,14 +442,17 @@ def config_markdown() -> str:
              "values for the method and optimisation options (its `sgmd_teacher` metadata, `distill`:",
              "`sgmd.teacher_sampling.set_distill_defaults`); they replace the defaults below, and `--config` and the",
              "command line still win over them. A recommended `--gan` applies to toy-task runs only (no `--prompts`, the",
-             "default latent size): only there are real clips rendered for its discriminator.", ""]
+             "default latent size): only there are real clips rendered for its discriminator. The column \"shipped",
+             "teacher\" gives what the shipped tiny teacher recommends (the bare `python training/run.py` uses it).", ""]
+    shipped = teacher_recommendations(DistillConfig.teacher)
     group = None
     for f in fields(DistillConfig):
         if f.metadata["group"] != group:
             group = f.metadata["group"]
-            lines += [f"## {group}", "", "| option | default | meaning |", "|---|---|---|"]
+            lines += [f"## {group}", "", "| option | default | shipped teacher | meaning |", "|---|---|---|---|"]
         flag = "--" + f.name.replace("_", "-")
-        lines.append(f"| `{flag}` | `{_show(f)}` | {f.metadata['help'].replace('|', '/')} |")
+        rec = f"`{_show_value(shipped[f.name])}`" if f.name in shipped else ""
+        lines.append(f"| `{flag}` | `{_show(f)}` | {rec} | {f.metadata['help'].replace('|', '/')} |")
         nxt = fields(DistillConfig).index(f) + 1
         if nxt == len(fields(DistillConfig)) or fields(DistillConfig)[nxt].metadata["group"] != group:
             lines.append("")
