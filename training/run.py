@@ -11,10 +11,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sgmd import toyvideo  # noqa: E402
 from sgmd.errors import SGMDError  # noqa: E402
 from training import distributed  # noqa: E402
-from training.config import parse_config, repo_path  # noqa: E402
+from training.config import on_toy_task, parse_config, repo_path  # noqa: E402
 from training.evaluate import evaluate_run  # noqa: E402
 from training.loop import StopRequested  # noqa: E402
 from training.trainer import train  # noqa: E402
@@ -35,8 +34,7 @@ def main(argv=None) -> int:
         return 2
     for name, path in outputs.items():
         print(f"{name}: {path}")
-    toy_size = (cfg.latent_frames, cfg.latent_height, cfg.latent_width) == (toyvideo.FRAMES, toyvideo.SIZE, toyvideo.SIZE)
-    if cfg.evaluate and not cfg.prompts and toy_size and outputs.get("generator") and distributed.is_main():
+    if cfg.evaluate and on_toy_task(cfg) and outputs.get("generator") and distributed.is_main():
         try:
             evaluate_run(repo_path(cfg.teacher), outputs["generator"], os.path.join(cfg.out, "eval"), cfg.eval_seeds,
                          full=cfg.full, device=cfg.device, cfg=cfg.guidance)  # teacher sampled as its file records
