@@ -78,6 +78,8 @@ def _initialisation(fake: dict, generator: dict) -> dict:
 class SGMDTrainStart(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
+        # Widget defaults are DistillConfig's (tests/test_nodes_schema.py checks); literals keep
+        # ComfyUI's start-up free of torch.
         return io.Schema(
             node_id="SGMDTrainStart", display_name="SGMD Train (start job)", category=f"{CATEGORY}/training",
             description="Start distilling the teacher into a few-step generator as a background job and return at "
@@ -97,9 +99,10 @@ class SGMDTrainStart(io.ComfyNode):
                              tooltip="Generator updates to train for (the tiny teacher: a few hundred)."),
                 io.Float.Input("lr_generator", default=2e-4, min=1e-7, max=1e-1, step=1e-5, round=1e-7,
                                tooltip="Generator AdamW learning rate."),
-                io.Float.Input("lr_fake", default=4e-5, min=1e-7, max=1e-1, step=1e-5, round=1e-7,
-                               tooltip="Fake-score AdamW learning rate (reference ratio: 1/5 of the generator's)."),
-                io.Int.Input("batch_size", default=2, min=1, max=256, tooltip="Prompts per micro-batch."),
+                io.Float.Input("lr_fake", default=2e-4, min=1e-7, max=1e-1, step=1e-5, round=1e-7,
+                               tooltip="Fake-score AdamW learning rate (the reference's 1/5 of the generator's let "
+                                       "the fake score lag on the tiny teacher)."),
+                io.Int.Input("batch_size", default=4, min=1, max=256, tooltip="Prompts per micro-batch."),
                 io.Int.Input("lora_rank", default=64, min=1, max=1024,
                              tooltip="Rank of the generator and fake-score LoRAs (alpha = rank: scale 1)."),
                 io.String.Input("job_name", default="sgmd_job",

@@ -86,6 +86,16 @@ def test_stub_agrees_with_the_real_object_info(info):
             assert mine[key] == real[key], f"{name}.{key}: stub {mine[key]!r} != ComfyUI {real[key]!r}"
 
 
+def test_the_training_node_defaults_are_the_trainers(info):
+    """The ComfyUI training job and `training/run.py` distil with the same recipe unless the user
+    changes a widget (the node spells the defaults out so that loading it needs no torch)."""
+    from training.config import DistillConfig
+
+    widgets = info["SGMDTrainStart"]["input"]["required"]
+    for name in ("lr_generator", "lr_fake", "batch_size", "lora_rank"):
+        assert widgets[name][1]["default"] == getattr(DistillConfig, name), name
+
+
 def test_status_and_stop_re_execute_every_queue(loaded):
     classes, _ = loaded
     by_name = {c.define_schema().node_id: c for c in classes}

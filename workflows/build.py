@@ -270,14 +270,13 @@ def distill_tiny(s: dict) -> Graph:
     prompts = g.node("SGMDPromptSet", (0, 560), {"prompts": "", "encoder": "toy"})
     n_in = g.note("**Step 1 - what to distil.** The shipped tiny teacher; generator and fake score start as the "
                   "teacher (zero LoRAs); empty prompts = the toy task's own training prompts.", (0, 820), (320, 140))
-    start = g.node("SGMDTrainStart", (420, 80), {"objective": "sgmd", "iterations": 300, "lr_generator": 2e-4,
-                                                "lr_fake": 4e-5, "batch_size": 2, "lora_rank": 64,
+    start = g.node("SGMDTrainStart", (420, 80), {"objective": "sgmd", "iterations": 300, "lora_rank": 64,
                                                 "job_name": "sgmd_tiny", "device": "auto", "resume": False,
                                                 "extra_options": "checkpoint_every: 25\nsample_every: 50"},
                    size=(360, 0))
     n_start = g.note("**Step 2 - background job.** Queue once: the job starts in its own process and the prompt "
-                     "finishes at once. Files: `output/sgmd_jobs/sgmd_tiny/`. A few minutes on a CPU. When it "
-                     "finishes, the LoRA is copied to `models/loras/sgmd_sgmd_tiny.safetensors` (use it with "
+                     "finishes at once. Files: `output/sgmd_jobs/sgmd_tiny/`. It runs `training/run.py` with the "
+                     "bare command's recipe: under 10 minutes on a 2-core CPU. When it finishes, the LoRA is copied to `models/loras/sgmd_sgmd_tiny.safetensors` (use it with "
                      "SGMD Generator Loader). Queueing again with the same settings only attaches to the job; to "
                      "continue a stopped job, turn resume on.", (420, 640), (360, 220))
     status = g.node("SGMDTrainStatus", (860, 80), size=(520, 0))
