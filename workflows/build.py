@@ -277,7 +277,8 @@ def distill_tiny(s: dict) -> Graph:
     n_start = g.note("**Step 2 - background job.** Queue once: the job starts in its own process and the prompt "
                      "finishes at once. Files: `output/sgmd_jobs/sgmd_tiny/`. It runs `training/run.py` with the "
                      "bare command's recipe; on a CPU it leaves one core to ComfyUI, so it takes longer than the "
-                     "command's 8-9 minutes on 2 cores. When it finishes, the LoRA is copied to `models/loras/sgmd_sgmd_tiny.safetensors` (use it with "
+                     "command's 8-9 minutes on 2 cores. When it finishes, the LoRA is copied to "
+                     "`models/loras/sgmd_sgmd_tiny.safetensors` (use it with "
                      "SGMD Generator Loader). Queueing again with the same settings only attaches to the job; to "
                      "continue a stopped job, turn resume on.", (420, 640), (360, 220))
     status = g.node("SGMDTrainStatus", (860, 80), size=(520, 0))
